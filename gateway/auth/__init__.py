@@ -1,0 +1,1 @@
+"""Authentication: access tokens, client credentials, and the caller as a Principal."""

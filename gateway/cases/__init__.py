@@ -1,0 +1,1 @@
+"""Cases and teams: the legitimate relationship between a staff member and a child."""

@@ -1,0 +1,1 @@
+"""The merged view of one child for one purpose."""

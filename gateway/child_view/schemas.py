@@ -1,0 +1,151 @@
+"""The merged view's shape (ARCHITECTURE.md §9): filled stage by stage, never reshaped."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+
+class SourceRead(BaseModel):
+    """Which agency system a fact came from."""
+
+    agency: str = Field(description="health, police, education or social_care.")
+    client_id: str = Field(description="The registered source system.")
+    name: str = Field(description="The source system's name, e.g. the trust's EPR.")
+
+
+class IdentityRead(BaseModel):
+    """One source's claim about who the child is."""
+
+    source: SourceRead
+    nhs_number: str | None = Field(description="NHS number as the source gave it.")
+    given_names: list[str]
+    family_name: str | None
+    birth_date: date | None
+    sex: str | None = Field(description="FHIR administrative gender.")
+    postcode: str | None
+    address_lines: list[str]
+    received_at: datetime = Field(description="When the gateway received this version.")
+    link_method: str = Field(description="How it was linked: nhs_number, upn, scored or manual.")
+
+
+class ConflictValue(BaseModel):
+    """One of the differing values, and who claims it."""
+
+    value: str
+    sources: list[str] = Field(description="Client ids of the sources that give this value.")
+
+
+class ConflictRead(BaseModel):
+    """Sources disagree about a field: a practitioner should look."""
+
+    field: str
+    values: list[ConflictValue]
+
+
+class TeamRead(BaseModel):
+    """The MACPT team allocated to the child."""
+
+    id: uuid.UUID
+    name: str
+    local_authority: str
+
+
+class KeyFactsRead(BaseModel):
+    """The facts a strategy meeting needs first; null means no source has said."""
+
+    child_protection_plan: bool | None = Field(description="On a child protection plan (CP-IS flag).")
+    looked_after: bool | None = Field(description="Looked after by a local authority (CP-IS flag).")
+    open_case: bool
+    allocated_team: TeamRead
+    lead_practitioner: str | None
+
+
+class DecisionRead(BaseModel):
+    """What decided an item's disclosure, and on what basis."""
+
+    kind: str = Field(description="disclose, redact, indicate or withhold_silently.")
+    rule_id: str
+    policy_version: str
+    lawful_basis: str | None
+    reason: str
+
+
+class TimelineEntry(BaseModel):
+    """One disclosed item."""
+
+    item_id: uuid.UUID
+    source: SourceRead
+    kind: str
+    category: str
+    occurred_at: datetime | None
+    received_at: datetime
+    status: str
+    summary: str
+    redacted_fields: list[str]
+    decision: DecisionRead
+
+
+class WithheldRead(BaseModel):
+    """Items withheld for one reason, where the rule says the viewer is to be told."""
+
+    agency: str
+    reason: str
+    ask: str | None = Field(description="Whom to ask about the withheld information.")
+    rule_id: str
+    count: int
+
+
+class ConsentRead(BaseModel):
+    """A recorded consent decision."""
+
+    status: str
+    purpose: str
+    given_by: str
+    agencies: list[str]
+    categories: list[str]
+    recorded_at: datetime
+
+
+class OverrideRead(BaseModel):
+    """A recorded decision to share without or against consent."""
+
+    agencies: list[str]
+    categories: list[str]
+    lawful_basis: str
+    decided_by: str
+    approved_by: str | None
+    expires_at: datetime | None
+
+
+class ConsentStateRead(BaseModel):
+    """Consent decisions and overrides in force for the child."""
+
+    records: list[ConsentRead]
+    overrides: list[OverrideRead]
+
+
+class PolicyRead(BaseModel):
+    """The ISA that decided this view."""
+
+    id: str
+    version: str
+
+
+class ChildViewRead(BaseModel):
+    """One child, one purpose: identities, key facts, timeline, people, consent, withheld."""
+
+    child_id: uuid.UUID
+    purpose: str
+    generated_at: datetime
+    policy: PolicyRead
+    relationship: str = Field(description="Why the viewer may see this child, e.g. allocated_team.")
+    identities: list[IdentityRead]
+    conflicts: list[ConflictRead]
+    key_facts: KeyFactsRead
+    timeline: list[TimelineEntry] = Field(description="Disclosed items, newest first.")
+    people: list[dict[str, str]] = Field(description="People linked to the child (filled by a later stage).")
+    consent: ConsentStateRead
+    withheld: list[WithheldRead]

@@ -1,0 +1,181 @@
+"""The `gateway` command: keys, migrations, serving, the demo, dev tokens and audit verification."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from typing import Annotated
+
+import typer
+
+from gateway.settings import Settings
+
+app = typer.Typer(help="MACPT interagency data-sharing gateway.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+
+
+@keys_app.command("create")
+def keys_create() -> None:
+    """Create the token-signing, data-encryption and blind-index keys where missing."""
+    from gateway.auth.keys import create_signing_key
+    from gateway.kit.crypto import create_data_keys
+
+    settings = Settings()
+    created = [p for p in [create_signing_key(settings.keys_dir), *create_data_keys(settings.keys_dir)] if p]
+    for path in created:
+        typer.echo(f"created {path}")
+    if not created:
+        typer.echo(f"all keys already present in {settings.keys_dir}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration up to head."""
+    from gateway.kit.db import build_engine
+    from gateway.kit.migrate import head_revision, upgrade
+
+    settings = Settings()
+    engine = build_engine(settings.database_url)
+    upgrade(engine)
+    typer.echo(f"database at {head_revision()} ({engine.url.render_as_string(hide_password=True)})")
+
+
+def _require_head(settings: Settings) -> None:
+    from gateway.kit.db import build_engine
+    from gateway.kit.migrate import current_revision, head_revision
+
+    engine = build_engine(settings.database_url)
+    with engine.connect() as connection:
+        current = current_revision(connection)
+    engine.dispose()
+    if current != head_revision():
+        typer.echo(f"the database is at {current}, not {head_revision()}: run `gateway db upgrade`", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the gateway (migrations must be at head)."""
+    import uvicorn
+
+    _require_head(Settings())
+    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
+
+
+@app.command("demo")
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    children: Annotated[int, typer.Option(help="How many synthetic children.")] = 36,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 2026,
+    load_only: Annotated[bool, typer.Option("--load-only", help="Load the demo data, then exit.")] = False,
+) -> None:
+    """Create the database, load a synthetic partnership, and serve it on http://HOST:PORT."""
+    import uvicorn
+
+    from gateway.auth.keys import create_signing_key
+    from gateway.demo.loader import load_demo
+    from gateway.kit.crypto import create_data_keys
+    from gateway.kit.db import build_engine
+    from gateway.kit.migrate import upgrade
+
+    settings = Settings()
+    create_signing_key(settings.keys_dir)
+    create_data_keys(settings.keys_dir)
+    engine = build_engine(settings.database_url)
+    upgrade(engine)
+    summary = load_demo(settings, engine, children=children, seed=seed)
+    engine.dispose()
+    typer.echo(summary.describe(host=host, port=port))
+    if not load_only:
+        uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, access_log=False)
+
+
+@app.command("dev-token")
+def dev_token(
+    subject: Annotated[str | None, typer.Option(help="Staff member's sign-in subject.")] = None,
+    agency: Annotated[str | None, typer.Option(help="Staff member's agency.")] = None,
+    role: Annotated[str | None, typer.Option(help="Staff member's role.")] = None,
+    client: Annotated[str | None, typer.Option(help="Mint a token for this registered client instead.")] = None,
+) -> None:
+    """Print a short-lived access token for the demo and tests (never for production)."""
+    from gateway.auth.keys import SigningKeys
+    from gateway.auth.principal import Principal, PrincipalKind
+    from gateway.auth.tokens import mint_access_token
+
+    settings = Settings()
+    if client:
+        principal = Principal(kind=PrincipalKind.CLIENT, subject=client, agency=agency or "health")
+    elif subject and agency and role:
+        principal = Principal(kind=PrincipalKind.STAFF, subject=subject, agency=agency, role=role)
+    else:
+        typer.echo("give --subject, --agency and --role for staff, or --client for an agency system", err=True)
+        raise typer.Exit(code=2)
+    token = mint_access_token(
+        SigningKeys.load(settings.keys_dir),
+        issuer=settings.issuer,
+        audience=settings.audience,
+        principal=principal,
+        ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    typer.echo(token)
+
+
+@app.command("dev-assertion")
+def dev_assertion(
+    client: Annotated[str, typer.Argument(help="A demo client's id, e.g. demo-trust-epr.")],
+) -> None:
+    """Print a client assertion signed with a demo client's private key (for POST /oauth/token)."""
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    from gateway.demo.loader import demo_client_key_path
+
+    settings = Settings()
+    path = demo_client_key_path(settings, client)
+    if not path.exists():
+        typer.echo(f"no demo key for client {client!r} at {path}: run `gateway demo` first", err=True)
+        raise typer.Exit(code=1)
+    key = ECKey.import_key(json.loads(path.read_text()))
+    now = int(time.time())
+    claims = {
+        "iss": client,
+        "sub": client,
+        "aud": settings.token_endpoint,
+        "exp": now + 240,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+    }
+    typer.echo(jwt.encode({"alg": "ES384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["ES384"]))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain and report the first broken event, if any."""
+    from sqlalchemy.orm import Session
+
+    from audit import verify
+    from gateway.kit.db import build_engine
+
+    settings = Settings()
+    engine = build_engine(settings.database_url)
+    with Session(engine) as session:
+        result = verify(session)
+    engine.dispose()
+    if result.ok:
+        typer.echo(f"audit trail intact: {result.events_checked} events, root {result.root_hash or '(empty)'}")
+        return
+    typer.echo(f"AUDIT TRAIL BROKEN: {result.problem}", err=True)
+    typer.echo(f"first broken event: {result.first_broken_seq}", err=True)
+    raise typer.Exit(code=1)

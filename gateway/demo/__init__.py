@@ -1,0 +1,1 @@
+"""Synthetic demo partnership: the project's own generator, never real people's data."""

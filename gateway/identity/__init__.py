@@ -1,0 +1,1 @@
+"""Identity linking: which child a source's claim is about."""

@@ -1,0 +1,1 @@
+"""Ingest: accept agency pushes, idempotently, with provenance."""

@@ -1,0 +1,87 @@
+"""Encryption at rest: AES-GCM under per-child data keys wrapped by a key-encryption key.
+
+Lookup identifiers are kept as keyed hashes (a blind index) so that the database never holds
+an NHS number in clear, yet the same number finds the same child.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
+
+KEK_FILE = "data-kek.key"
+INDEX_KEY_FILE = "blind-index.key"
+_NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class DataKeyring:
+    """The key-encryption key and the blind-index key, loaded once at start-up."""
+
+    kek: bytes
+    index_key: bytes
+
+    @classmethod
+    def load(cls, keys_dir: Path) -> DataKeyring:
+        """Load both keys from the keys folder, with a clear error when one is missing."""
+        return cls(kek=_read_key(keys_dir / KEK_FILE), index_key=_read_key(keys_dir / INDEX_KEY_FILE))
+
+    def new_data_key(self) -> tuple[bytes, bytes]:
+        """Return a fresh data key and its wrapped form (the only form ever stored)."""
+        key = AESGCM.generate_key(bit_length=256)
+        return key, aes_key_wrap(self.kek, key)
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        """Unwrap a stored data key."""
+        return aes_key_unwrap(self.kek, wrapped)
+
+    def blind_index(self, scheme: str, value: str) -> str:
+        """Return the keyed hash by which an identifier is looked up."""
+        message = f"{scheme}:{value}".encode()
+        return hmac.new(self.index_key, message, hashlib.sha256).hexdigest()
+
+
+def seal(key: bytes, plaintext: bytes, *, context: str) -> bytes:
+    """Encrypt, binding the ciphertext to its row so it cannot be moved to another."""
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, context.encode())
+
+
+def unseal(key: bytes, blob: bytes, *, context: str) -> bytes:
+    """Decrypt what seal() produced for the same context."""
+    return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], context.encode())
+
+
+def create_data_keys(keys_dir: Path) -> list[Path]:
+    """Create the key-encryption and blind-index keys where missing; return what was created."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    created = []
+    for name in (KEK_FILE, INDEX_KEY_FILE):
+        path = keys_dir / name
+        if not path.exists():
+            _write_secret(path, base64.b64encode(os.urandom(32)) + b"\n")
+            created.append(path)
+    return created
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except FileNotFoundError:
+        raise RuntimeError(f"key file {path} is missing: run `gateway keys create`") from None
+    if len(key) != 32:
+        raise RuntimeError(f"key file {path} must hold 32 bytes, base64-encoded")
+    return key
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

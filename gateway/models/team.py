@@ -1,0 +1,47 @@
+"""MACPT teams, their members, and the cases that allocate children to them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, UUIDPrimaryKey, utcnow
+
+
+class Team(UUIDPrimaryKey, Base):
+    """A Multi-Agency Child Protection Team."""
+
+    __tablename__ = "team"
+
+    name: Mapped[str] = mapped_column(String(200))
+    local_authority: Mapped[str] = mapped_column(String(200))
+
+
+class TeamMember(UUIDPrimaryKey, Base):
+    """A staff member (by their sign-in subject) on a team, with agency and role."""
+
+    __tablename__ = "team_member"
+    __table_args__ = (UniqueConstraint("team_id", "subject"),)
+
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("team.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    agency: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Case(UUIDPrimaryKey, Base):
+    """A child allocated to a team: the legitimate relationship that opens the child's view."""
+
+    __tablename__ = "case"
+
+    child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("team.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
+    lead_practitioner: Mapped[str | None] = mapped_column(String(255))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]

@@ -1,0 +1,115 @@
+"""Shared fixtures: one migrated database per run, each test inside a transaction rolled back.
+
+The database comes from GATEWAY_TEST_DATABASE_URL (PostgreSQL in CI), else a SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit import install_append_only_guard
+from gateway.app import create_app
+from gateway.auth.keys import SigningKeys, create_signing_key
+from gateway.kit.crypto import DataKeyring, create_data_keys
+from gateway.kit.db import build_engine
+from gateway.kit.migrate import upgrade
+from gateway.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Return the URL of the database the suite runs on."""
+    url = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+    if url:
+        return Settings(database_url=url).database_url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """Return an engine on a freshly migrated database."""
+    engine = build_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        # The test database is the suite's own: start from an empty schema every run.
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return a folder holding freshly made keys."""
+    path = tmp_path_factory.mktemp("keys")
+    create_signing_key(path)
+    create_data_keys(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, keys_dir: Path) -> Settings:
+    """Return the settings the test app runs with."""
+    return Settings(database_url=database_url, keys_dir=keys_dir)
+
+
+@pytest.fixture(scope="session")
+def signing_keys(keys_dir: Path) -> SigningKeys:
+    """Return the token-signing keys."""
+    return SigningKeys.load(keys_dir)
+
+
+@pytest.fixture(scope="session")
+def keyring(keys_dir: Path) -> DataKeyring:
+    """Return the data keyring."""
+    return DataKeyring.load(keys_dir)
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    """Yield a connection inside a transaction that is rolled back after the test."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
+
+
+@pytest.fixture
+def test_sessionmaker(connection: Connection) -> sessionmaker[Session]:
+    """Return a session factory whose commits only release savepoints of the test's transaction."""
+    factory = sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
+    )
+    install_append_only_guard(factory)
+    return factory
+
+
+@pytest.fixture
+def session(test_sessionmaker: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session for arranging and checking data."""
+    with test_sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine, test_sessionmaker: sessionmaker[Session]) -> FastAPI:
+    """Return the gateway app, its requests running inside the test's transaction."""
+    app = create_app(settings, engine=engine)
+    app.state.sessionmaker = test_sessionmaker
+    return app
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """Yield an HTTP client for the app."""
+    with TestClient(app) as test_client:
+        yield test_client
