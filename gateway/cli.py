@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -80,6 +81,9 @@ def demo(
     children: Annotated[int, typer.Option(help="How many synthetic children.")] = 36,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 2026,
     load_only: Annotated[bool, typer.Option("--load-only", help="Load the demo data, then exit.")] = False,
+    info_file: Annotated[Path, typer.Option(help="Where to write the demo's child ids, as JSON.")] = Path(
+        "var/demo.json"
+    ),
 ) -> None:
     """Create the database, load a synthetic partnership, and serve it on http://HOST:PORT."""
     import uvicorn
@@ -97,6 +101,8 @@ def demo(
     upgrade(engine)
     summary = load_demo(settings, engine, children=children, seed=seed)
     engine.dispose()
+    info_file.parent.mkdir(parents=True, exist_ok=True)
+    info_file.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     typer.echo(summary.describe(host=host, port=port))
     if not load_only:
         uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, access_log=False)

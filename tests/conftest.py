@@ -16,12 +16,27 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import install_append_only_guard
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from gateway.app import create_app
 from gateway.auth.keys import SigningKeys, create_signing_key
 from gateway.kit.crypto import DataKeyring, create_data_keys
 from gateway.kit.db import build_engine
 from gateway.kit.migrate import upgrade
 from gateway.settings import Settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def span_exporter() -> InMemorySpanExporter:
+    """Collect every span of the run in memory (the app factory leaves a set provider alone)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
 
 
 @pytest.fixture(scope="session")

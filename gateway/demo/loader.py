@@ -51,6 +51,14 @@ class DemoSummary:
     unallocated_child: uuid.UUID
     loaded_now: bool
 
+    def as_dict(self) -> dict[str, str | int]:
+        """Return the ids a walk-through needs, for `var/demo.json`."""
+        return {
+            "children": self.children,
+            "allocated_child": str(self.allocated_child),
+            "unallocated_child": str(self.unallocated_child),
+        }
+
     def describe(self, *, host: str, port: int) -> str:
         """Return the instructions printed when the demo starts."""
         base = f"http://{host}:{port}"

@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a step of theirs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-dev walkthrough
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Start the gateway with a synthetic partnership on SQLite, at http://127.0.0.1:8000
+demo: $(VENV)/.installed
+	$(BIN)/gateway demo
+
+## Install the test dependencies and run the whole suite (SQLite, or GATEWAY_TEST_DATABASE_URL)
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest --cov --cov-branch --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/python -m coverage report --include='audit/*,policies/*' --fail-under=100 --show-missing
+
+## Run the README's curl walk-through against a fresh demo (used by CI)
+walkthrough: $(VENV)/.installed
+	bash scripts/check_walkthrough.sh

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Run the README's walk-through, exactly as written, against a fresh demo, and check what it
+# printed. Used by CI so that the README cannot drift from what the gateway does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+workdir=$(mktemp -d)
+port=8000
+export GATEWAY_DATABASE_URL="sqlite:///$workdir/walkthrough.sqlite3"
+export GATEWAY_KEYS_DIR="$workdir/keys"
+
+if curl -s -o /dev/null "http://127.0.0.1:$port/healthz"; then
+  echo "something already listens on port $port: stop it first" >&2
+  exit 1
+fi
+mv var/demo.json "$workdir/demo.json.saved" 2>/dev/null || true
+
+.venv/bin/gateway demo --port "$port" > "$workdir/demo.log" 2>&1 &
+demo_pid=$!
+cleanup() {
+  kill "$demo_pid" 2>/dev/null || true
+  wait "$demo_pid" 2>/dev/null || true
+  rm -f var/demo.json
+  mv "$workdir/demo.json.saved" var/demo.json 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 120); do
+  curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break
+  kill -0 "$demo_pid" 2>/dev/null || { cat "$workdir/demo.log"; exit 1; }
+  sleep 1
+done
+curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"
+
+sed -n '/<!-- walkthrough:start -->/,/<!-- walkthrough:end -->/p' README.md | sed '1,2d;$d' | sed '$d' > "$workdir/walkthrough.sh"
+bash -euo pipefail "$workdir/walkthrough.sh" > "$workdir/out.txt" 2>&1 || { cat "$workdir/out.txt"; exit 1; }
+
+expect() {
+  if ! grep -q -- "$1" "$workdir/out.txt"; then
+    echo "walk-through output lacks: $1" >&2
+    cat "$workdir/out.txt" >&2
+    exit 1
+  fi
+}
+expect '"status": "200 OK"'
+expect '"status": "201 Created"'
+expect '"kind": "disclose"'
+expect 'outsider: HTTP 403'
+expect 'audit trail intact'
+python3 - "$workdir/out.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+# The new attendance (20 November 2026) must be the newest item of the timeline.
+timeline = text[text.index('"timeline"'):]
+first = re.search(r'"occurred_at": "([^"]+)"', timeline).group(1)
+assert first.startswith("2026-11-20"), f"newest timeline item is {first}"
+PY
+echo "walk-through: OK ($(grep -c . "$workdir/out.txt") lines of output checked)"

@@ -1,0 +1,31 @@
+"""Small test helpers shared by the gateway tests: row counts and audit lookups."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit import AuditEvent
+from gateway.models import Child, Identity, Item, Link
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def stored_counts(session: Session) -> dict[str, int]:
+    """Count what pushes store, to prove a request stored nothing or nothing twice."""
+    return {
+        model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
+        for model in (Child, Identity, Link, Item)
+    }
+
+
+def audit_actions(session: Session) -> list[str]:
+    """Return the actions of the audit trail, oldest first."""
+    return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)))
+
+
+def last_event(session: Session, action: str) -> AuditEvent:
+    """Return the newest audit event of an action."""
+    event = session.scalar(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.seq.desc()))
+    assert event is not None, f"no {action} event was recorded"
+    return event

@@ -1,0 +1,183 @@
+"""POST /fhir/R4 and PUT /fhir/R4/{type}/{id}: bad input is named, and nothing from it is stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit import AuditAction
+from gateway.demo.generator import patient_resource
+from tests.factories import child_bundle, client_token, demo_child, encounter, make_client
+from tests.gateway.helpers import FHIR_JSON, last_event, stored_counts
+
+
+@pytest.fixture
+def source(session):  # type: ignore[no-untyped-def]
+    client, _key = make_client(session)
+    return client
+
+
+@pytest.fixture
+def headers(source, settings, signing_keys):  # type: ignore[no-untyped-def]
+    return {**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"}
+
+
+def _issues(response) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    return body["issue"]
+
+
+def test_body_that_is_not_json_is_refused(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=b"{not json", headers=headers)
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/fhir+json"
+    assert _issues(response)[0]["severity"] == "error"
+    assert stored_counts(session) == before
+
+
+def test_bundle_that_is_not_valid_fhir_names_the_field(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    bundle = child_bundle(demo_child())
+    bundle["entry"][0]["resource"]["birthDate"] = "14/03/2015"
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(bundle), headers=headers)
+
+    assert response.status_code in (400, 422)
+    locations = " ".join(" ".join(i.get("expression", [])) + i.get("diagnostics", "") for i in _issues(response))
+    assert "birthDate" in locations
+    assert "14/03/2015" not in response.text
+    assert stored_counts(session) == before
+
+
+def test_invalid_nhs_number_is_refused_without_echoing_it(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    child = demo_child("9434765918")  # fails the Modulus 11 check
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(child_bundle(child, encounters=[encounter()])), headers=headers)
+
+    assert response.status_code == 422
+    issues = _issues(response)
+    assert any("identifier" in " ".join(i.get("expression", [])) for i in issues)
+    assert "9434765918" not in response.text
+    assert stored_counts(session) == before
+    assert last_event(session, AuditAction.CLIENT_RECORDS_REJECTED).outcome == "failure"
+
+
+def test_encounter_with_unknown_subject_rejects_the_whole_transaction(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    bundle = child_bundle(demo_child(), encounters=[encounter()])
+    bundle["entry"][1]["resource"]["subject"] = {"reference": "Patient/never-pushed"}
+    bundle["entry"][1]["request"]["url"] = f"Encounter/{bundle['entry'][1]['resource']['id']}"
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(bundle), headers=headers)
+
+    assert response.status_code == 422
+    issues = _issues(response)
+    assert issues[0]["code"] == "not-found"
+    assert issues[0]["expression"] == ["Bundle.entry[1].resource.subject.reference"]
+    # The valid Patient in the same transaction was not stored either: all or nothing.
+    assert stored_counts(session) == before
+
+
+def test_batch_stores_the_good_entries_and_reports_the_bad(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    bundle = child_bundle(demo_child(), encounters=[encounter()])
+    bundle["type"] = "batch"
+    orphan = json.loads(json.dumps(bundle["entry"][1]))
+    orphan["resource"]["id"] = "orphan-1"
+    orphan["resource"]["subject"] = {"reference": "Patient/never-pushed"}
+    orphan["request"]["url"] = "Encounter/orphan-1"
+    orphan["fullUrl"] = "urn:uuid:6f1c8a52-8e3c-4d07-9d8a-0f3a3c3b1a11"
+    bundle["entry"].append(orphan)
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(bundle), headers=headers)
+
+    assert response.status_code == 200, response.text
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert statuses[:2] == ["201 Created", "201 Created"]
+    assert statuses[2].startswith("422")
+    after = stored_counts(session)
+    assert after["item"] == before["item"] + 1
+    assert after["identity"] == before["identity"] + 1
+
+
+def test_patient_without_nhs_number_is_refused_for_now(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    bundle = child_bundle(demo_child())
+    del bundle["entry"][0]["resource"]["identifier"]
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(bundle), headers=headers)
+
+    assert response.status_code == 422
+    assert "NHS number" in _issues(response)[0]["diagnostics"]
+    assert stored_counts(session) == before
+
+
+def test_client_may_push_only_its_registered_kinds(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+    identity_only, _ = make_client(session, kinds=("identity",))
+    headers = {**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, identity_only)}"}
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(child_bundle(demo_child(), encounters=[encounter()])),
+                           headers=headers)
+
+    assert response.status_code == 422
+    assert _issues(response)[0]["code"] == "forbidden"
+    assert stored_counts(session) == before
+
+
+def test_put_one_patient_then_repeat(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    child = demo_child()
+    body = json.dumps(patient_resource(child, resource_id="single-1", postcode=child.postcode))
+
+    first = client.put("/fhir/R4/Patient/single-1", content=body, headers=headers)
+    second = client.put("/fhir/R4/Patient/single-1", content=body, headers=headers)
+
+    assert first.status_code == 201, first.text
+    assert first.headers["location"].startswith("Patient/single-1/_history/")
+    assert second.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("authorization", "fragment"),
+    [
+        (None, "Authorization"),
+        ("Basic dXNlcjpwYXNz", "Authorization"),
+        ("Bearer not-a-jwt", "malformed"),
+    ],
+)
+def test_push_without_a_valid_token_is_refused(client, session, authorization, fragment) -> None:  # type: ignore[no-untyped-def]
+    headers = dict(FHIR_JSON)
+    if authorization:
+        headers["Authorization"] = authorization
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=json.dumps(child_bundle(demo_child())), headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert fragment in " ".join(i["diagnostics"] for i in _issues(response))
+    assert stored_counts(session) == before
+
+
+def test_staff_token_cannot_push(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import add_member, make_team, staff_token
+
+    member = add_member(session, make_team(session), agency="health", role="designated_nurse")
+    headers = {**FHIR_JSON, "Authorization": f"Bearer {staff_token(signing_keys, settings, member)}"}
+
+    response = client.post("/fhir/R4", content=json.dumps(child_bundle(demo_child())), headers=headers)
+
+    assert response.status_code == 403
+
+
+def test_capability_statement_is_public(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/fhir/R4/metadata")
+
+    assert response.status_code == 200
+    assert response.json()["resourceType"] == "CapabilityStatement"

@@ -1,0 +1,88 @@
+"""The `gateway` command: the demo loads through the real path; `audit verify` catches tampering."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from audit import AuditEvent
+from gateway.cli import app
+from gateway.kit.db import build_engine
+from gateway.models import Case, Child, Item
+
+
+@pytest.fixture
+def scratch_url(database_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Yield the URL of an empty database of the suite's kind, for commands that commit."""
+    if not database_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+        return
+    name = f"gw_cli_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"GATEWAY_DATABASE_URL": scratch_url, "GATEWAY_KEYS_DIR": str(tmp_path / "keys")}
+    runner = CliRunner()
+
+    loaded = runner.invoke(app, ["demo", "--load-only", "--children", "6"], env=env)
+    assert loaded.exit_code == 0, loaded.output
+    assert "6 synthetic children" in loaded.output
+
+    engine = build_engine(scratch_url)
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Child)) == 6
+        assert connection.scalar(select(func.count()).select_from(Case)) == 5  # one child in six unallocated
+        assert connection.scalar(select(func.count()).select_from(Item)) > 6
+        events = connection.scalar(select(func.count()).select_from(AuditEvent))
+
+    reloaded = runner.invoke(app, ["demo", "--load-only", "--children", "6"], env=env)
+    assert reloaded.exit_code == 0 and "already loaded" in reloaded.output
+
+    clean = runner.invoke(app, ["audit", "verify"], env=env)
+    assert clean.exit_code == 0, clean.output
+    assert f"audit trail intact: {events} events" in clean.output
+
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE audit_event SET outcome = 'success' WHERE seq = 3 AND outcome <> 'success'"))
+        connection.execute(text("UPDATE audit_event SET actor_id = 'someone-else' WHERE seq = 3"))
+    engine.dispose()
+
+    broken = runner.invoke(app, ["audit", "verify"], env=env)
+    assert broken.exit_code == 1
+    assert "first broken event: 3" in broken.output
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}", "GATEWAY_KEYS_DIR": str(tmp_path)}
+
+    result = CliRunner().invoke(app, ["serve"], env=env)
+
+    assert result.exit_code == 1
+    assert "gateway db upgrade" in result.output
+
+
+def test_dev_token_needs_a_whole_identity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"GATEWAY_KEYS_DIR": str(tmp_path)}
+    runner = CliRunner()
+    assert runner.invoke(app, ["keys", "create"], env=env).exit_code == 0
+
+    assert runner.invoke(app, ["dev-token", "--subject", "x@test.example"], env=env).exit_code == 2
+    token = runner.invoke(
+        app, ["dev-token", "--subject", "x@test.example", "--agency", "police", "--role", "police_officer"], env=env
+    )
+    assert token.exit_code == 0
+    assert token.output.count(".") == 2  # a compact JWS

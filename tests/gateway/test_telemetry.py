@@ -1,0 +1,43 @@
+"""Spans exist per request and per stage, and carry no personal data."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from gateway.models import ChildIdentifier
+from tests.factories import add_member, allocate, child_bundle, client_token, demo_child, encounter, make_client
+from tests.factories import make_team, staff_token
+from tests.gateway.helpers import FHIR_JSON
+
+
+def test_spans_cover_the_stages_without_personal_data(client, session, settings, signing_keys, keyring, span_exporter) -> None:  # type: ignore[no-untyped-def]
+    span_exporter.clear()
+    source, _ = make_client(session)
+    child = demo_child(family_name="Traceable", given_names=["Spanna"])
+    client.post(
+        "/fhir/R4",
+        content=json.dumps(child_bundle(child, encounters=[encounter()])),
+        headers={**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"},
+    )
+    child_id = session.scalar(
+        select(ChildIdentifier.child_id).where(
+            ChildIdentifier.blind_index == keyring.blind_index("nhs_number", child.nhs_number)
+        )
+    )
+    team = make_team(session)
+    member = add_member(session, team, agency="health", role="designated_nurse")
+    allocate(session, child_id=child_id, team=team)
+    client.get(
+        f"/api/v1/children/{child_id}/view?purpose=child_protection",
+        headers={"Authorization": f"Bearer {staff_token(signing_keys, settings, member)}"},
+    )
+
+    spans = span_exporter.get_finished_spans()
+    names = {span.name for span in spans}
+    assert {"ingest", "link", "view", "decide", "audit", "POST /fhir/R4"} <= names
+    assert "GET /api/v1/children/{child_id}/view" in names
+    rendered = json.dumps([{"name": s.name, "attributes": dict(s.attributes or {})} for s in spans])
+    for personal in (child.nhs_number, "Traceable", "Spanna", str(child_id), "ZZ99"):
+        assert personal not in rendered
