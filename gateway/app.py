@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
 
@@ -25,6 +27,14 @@ from policies import default_policy, load_policy
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/oauth/token", "/fhir/R4/metadata"})
 
 
+def _without_native_telemetry() -> dict[str, object]:
+    # Recent FastAPI emits its own spans and metrics, which record the raw URL path and query
+    # (child ids, purposes). Ours are named by route template instead (kit/telemetry.py).
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the gateway app from settings (read from the environment when not given)."""
     settings = settings or Settings()
@@ -35,6 +45,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         title="MACPT data-sharing gateway",
         version="0.1.0",
         description="Interagency data-sharing and consent gateway for Multi-Agency Child Protection Teams.",
+        **_without_native_telemetry(),
     )
     app.state.settings = settings
     app.state.engine = engine or build_engine(settings.database_url)

@@ -103,14 +103,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path_template": _route_template(request)})
+        from gateway.kit.telemetry import route_template
+
+        log.exception("unhandled error", extra={"path_template": route_template(request)})
         return _render(
             request,
             GatewayError(500, "Internal error", "The gateway failed; nothing from this request was stored.",
                          fhir_code="exception"),
         )
-
-
-def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")

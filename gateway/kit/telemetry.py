@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
+from starlette.routing import compile_path
 
 from gateway.settings import Settings
 
@@ -29,6 +30,20 @@ def configure_tracing(settings: Settings) -> None:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
     trace.set_tracer_provider(provider)
+
+
+def route_template(request: Request) -> str:
+    """Return the route template a request matched (e.g. /api/v1/children/{child_id}/view).
+
+    Matched against the app's own OpenAPI paths rather than FastAPI's internal route objects,
+    whose shape changes between versions.
+    """
+    templates = getattr(request.app.state, "route_templates", None)
+    if templates is None:
+        templates = [(compile_path(t)[0], t) for t in request.app.openapi()["paths"]]
+        request.app.state.route_templates = templates
+    path = request.url.path
+    return next((template for regex, template in templates if regex.match(path)), "unmatched")
 
 
 def install_request_spans(app: FastAPI) -> None:
@@ -46,7 +61,7 @@ def install_request_spans(app: FastAPI) -> None:
         with tracer.start_as_current_span(f"{request.method} request", kind=SpanKind.SERVER) as span:
             span.set_attribute("http.request.method", request.method)
             response = await call_next(request)
-            route = getattr(request.scope.get("route"), "path", "unmatched")
+            route = route_template(request)
             span.update_name(f"{request.method} {route}")
             span.set_attribute("http.route", route)
             span.set_attribute("http.response.status_code", response.status_code)

@@ -1,50 +1,54 @@
-"""Deny by default: every route is public by name, or sits under an authenticated parent."""
+"""Deny by default: every route is listed public, or refuses a caller without the right token.
+
+Tested by behaviour, over every path of the OpenAPI document, so that a new route that forgets
+its authenticated parent fails here whatever FastAPI does inside.
+"""
 
 from __future__ import annotations
 
-from fastapi.routing import APIRoute
+import re
+import uuid
+
+import pytest
 
 from gateway.app import PUBLIC_PATHS
-from gateway.auth.dependencies import authenticate, require_client, require_staff
+from tests.factories import add_member, client_token, make_client, make_team, staff_token
 
-DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-
-
-def _dependency_calls(route: APIRoute) -> set[object]:
-    calls = set()
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dependant = stack.pop()
-        calls.add(dependant.call)
-        stack.extend(dependant.dependencies)
-    return calls
+PLACEHOLDERS = {"child_id": str(uuid.uuid4()), "resource_type": "Patient", "resource_id": "x1"}
 
 
-def test_every_route_is_authenticated_or_listed_public(app) -> None:  # type: ignore[no-untyped-def]
-    unguarded = []
-    for route in app.routes:
-        if route.path in DOCS:
-            continue
-        assert isinstance(route, APIRoute), f"unexpected route type at {route.path}"
-        calls = _dependency_calls(route)
-        guarded = require_staff in calls or require_client in calls
-        if not guarded and route.path not in PUBLIC_PATHS:
-            unguarded.append(route.path)
-        if route.path in PUBLIC_PATHS:
-            assert authenticate not in calls or guarded, route.path
-    assert unguarded == []
+def _operations(app) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    operations = []
+    for template, methods in app.openapi()["paths"].items():
+        concrete = re.sub(r"\{(\w+)\}", lambda m: PLACEHOLDERS[m.group(1)], template)
+        operations.extend((method.upper(), template, concrete) for method in methods)
+    return operations
 
 
 def test_public_paths_exist(app) -> None:  # type: ignore[no-untyped-def]
-    assert PUBLIC_PATHS <= {route.path for route in app.routes}
+    assert PUBLIC_PATHS <= set(app.openapi()["paths"])
 
 
-def test_staff_and_client_routes_are_separate(app) -> None:  # type: ignore[no-untyped-def]
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            calls = _dependency_calls(route)
-            assert not (require_staff in calls and require_client in calls), route.path
-            if route.path.startswith("/api/"):
-                assert require_staff in calls, route.path
-            if route.path.startswith("/fhir/") and route.path not in PUBLIC_PATHS:
-                assert require_client in calls, route.path
+def test_every_other_route_refuses_a_caller_without_a_token(app, client) -> None:  # type: ignore[no-untyped-def]
+    guarded = [(m, t, c) for m, t, c in _operations(app) if t not in PUBLIC_PATHS]
+    assert guarded, "no guarded routes found: the test would prove nothing"
+    for method, template, concrete in guarded:
+        response = client.request(method, concrete, params={"purpose": "child_protection"})
+        assert response.status_code == 401, f"{method} {template} answered {response.status_code} without a token"
+
+
+@pytest.mark.parametrize("caller", ["staff", "client"])
+def test_staff_and_client_routes_refuse_each_other(app, client, session, settings, signing_keys, caller: str) -> None:  # type: ignore[no-untyped-def]
+    if caller == "staff":
+        member = add_member(session, make_team(session), agency="police", role="police_officer")
+        token, foreign_prefix = staff_token(signing_keys, settings, member), "/fhir/"
+    else:
+        source, _ = make_client(session)
+        token, foreign_prefix = client_token(signing_keys, settings, source), "/api/"
+    foreign = [(m, t, c) for m, t, c in _operations(app) if t.startswith(foreign_prefix) and t not in PUBLIC_PATHS]
+    assert foreign
+    for method, template, concrete in foreign:
+        response = client.request(
+            method, concrete, params={"purpose": "child_protection"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 403, f"{caller} reached {method} {template}: {response.status_code}"

@@ -1,0 +1,56 @@
+"""The one append-only table of the audit trail, on its own metadata (audit never imports gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, MetaData, String, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class AuditBase(DeclarativeBase):
+    """Base of the audit tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AuditEvent(AuditBase):
+    """One event: a leaf of the Merkle tree and a link of the hash chain."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_child_id", "child_id"),
+        Index("ix_audit_event_actor_id", "actor_id"),
+        Index("ix_audit_event_action", "action"),
+        Index("ix_audit_event_occurred_at", "occurred_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(255))
+    actor_agency: Mapped[str | None] = mapped_column(String(32))
+    actor_role: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    # No foreign key: the trail must outlive the erasure of the child it speaks of.
+    child_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    purpose: Mapped[str | None] = mapped_column(String(32))
+    lawful_basis: Mapped[str | None] = mapped_column(String(255))
+    policy_version: Mapped[str | None] = mapped_column(String(128))
+    items: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

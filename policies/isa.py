@@ -1,0 +1,123 @@
+"""The information-sharing agreement (ISA) file: YAML, validated strictly, loaded once."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .model import AGENCIES, CATEGORIES, DecisionKind, Purpose, Relationship
+
+
+class PolicyError(ValueError):
+    """The ISA file is wrong; the message names the file and the field."""
+
+
+class Rule(BaseModel):
+    """One permission of the ISA: who may see what, for which purpose, on what basis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    description: str
+    purposes: tuple[Purpose, ...] = Field(min_length=1)
+    source_agencies: tuple[str, ...] = Field(min_length=1)
+    categories: tuple[str, ...] = Field(min_length=1)
+    viewer_agencies: tuple[str, ...] = Field(min_length=1)
+    viewer_relationships: tuple[Relationship, ...] = (Relationship.ALLOCATED_TEAM,)
+    requires_consent: bool = False
+    decision: Literal[DecisionKind.DISCLOSE, DecisionKind.REDACT]
+    redact_fields: tuple[str, ...] = ()
+    lawful_basis: str
+    reason: str = Field(min_length=1)
+
+    @field_validator("source_agencies", "viewer_agencies")
+    @classmethod
+    def _known_agencies(cls, agencies: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(agencies) - AGENCIES)
+        if unknown:
+            raise ValueError(f"unknown agency {unknown[0]!r}; expected one of {sorted(AGENCIES)}")
+        return agencies
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, categories: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(categories) - CATEGORIES - {"*"})
+        if unknown:
+            raise ValueError(f"unknown category {unknown[0]!r}; see policies.model.CATEGORIES or use '*'")
+        return categories
+
+    @model_validator(mode="after")
+    def _redaction_names_fields(self) -> Rule:
+        if self.decision is DecisionKind.REDACT and not self.redact_fields:
+            raise ValueError("redact_fields is required when decision is redact")
+        if self.decision is DecisionKind.DISCLOSE and self.redact_fields:
+            raise ValueError("redact_fields is only allowed when decision is redact")
+        return self
+
+    def matches_category(self, category: str) -> bool:
+        """Say whether this rule speaks of a category."""
+        return "*" in self.categories or category in self.categories
+
+
+class Policy(BaseModel):
+    """A loaded ISA."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    title: str
+    lawful_bases: dict[str, str] = Field(min_length=1)
+    rules: tuple[Rule, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        seen: set[str] = set()
+        for index, rule in enumerate(self.rules):
+            if rule.id in seen:
+                raise ValueError(f"rules.{index}.id: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            if rule.lawful_basis not in self.lawful_bases:
+                raise ValueError(
+                    f"rules.{index}.lawful_basis: {rule.lawful_basis!r} is not a key of lawful_bases"
+                )
+        return self
+
+    def basis_text(self, key: str) -> str:
+        """Return the full citation of a lawful basis."""
+        return self.lawful_bases[key]
+
+
+def load_policy_text(text: str, *, source: str = "<text>") -> Policy:
+    """Parse and validate an ISA from YAML text."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the ISA must be a YAML mapping")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise PolicyError(f"{source}: {location}: {first['msg']}") from None
+
+
+def load_policy(path: Path) -> Policy:
+    """Load an ISA file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot be read ({exc.strerror})") from None
+    return load_policy_text(text, source=str(path))
+
+
+def default_policy() -> Policy:
+    """Load the ISA shipped with the gateway."""
+    text = resources.files("policies").joinpath("isa/default.yaml").read_text()
+    return load_policy_text(text, source="policies/isa/default.yaml")

@@ -1,0 +1,154 @@
+"""The policy engine's vocabulary: purposes, viewers, items, consent and decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Purpose(StrEnum):
+    """Why a viewer is looking (ARCHITECTURE.md §5)."""
+
+    CHILD_PROTECTION = "child_protection"
+    FAMILY_HELP = "family_help"
+
+
+class DecisionKind(StrEnum):
+    """What the viewer gets of one item."""
+
+    DISCLOSE = "disclose"
+    REDACT = "redact"
+    INDICATE = "indicate"
+    WITHHOLD_SILENTLY = "withhold_silently"
+
+
+class Relationship(StrEnum):
+    """Why the viewer may open this child at all."""
+
+    ALLOCATED_TEAM = "allocated_team"
+    BREAK_GLASS = "break_glass"
+    NONE = "none"
+
+
+class ConsentStatus(StrEnum):
+    """The state of a consent decision."""
+
+    GIVEN = "given"
+    REFUSED = "refused"
+    WITHDRAWN = "withdrawn"
+
+
+AGENCIES = frozenset({"health", "police", "education", "social_care"})
+
+# The first category vocabulary: `<agency>.<kind of fact>`. ISA rules name these.
+CATEGORIES = frozenset(
+    {
+        "health.encounter",
+        "health.urgent_care",
+        "health.condition",
+        "health.observation",
+        "health.flag",
+        "health.care_team",
+        "health.related_person",
+        "police.incident",
+        "police.domestic_abuse",
+        "police.missing_episode",
+        "police.custody",
+        "police.intelligence",
+        "police.pole",
+        "education.enrolment",
+        "education.attendance",
+        "education.exclusion",
+        "education.safeguarding_concern",
+        "education.ehe_cme",
+        "social_care.case",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking: their agency, role, and relationship to the child."""
+
+    agency: str
+    role: str
+    relationship: Relationship
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What the engine may know of an item: never its contents."""
+
+    item_id: str
+    agency: str
+    kind: str
+    category: str
+    security_labels: frozenset[str] = frozenset()
+    police_handling_code: str | None = None
+    status: str = "current"
+    detrimental: bool = False
+
+
+@dataclass(frozen=True)
+class ConsentFact:
+    """One consent decision: for a purpose, over agencies and (optionally) categories."""
+
+    status: ConsentStatus
+    purpose: Purpose
+    agencies: frozenset[str]
+    categories: frozenset[str] = frozenset()
+
+    def covers(self, purpose: Purpose, agency: str, category: str) -> bool:
+        """Say whether this decision speaks of that purpose, agency and category."""
+        return (
+            self.purpose is purpose
+            and agency in self.agencies
+            and (not self.categories or category in self.categories)
+        )
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """Every consent decision about a child, newest first."""
+
+    facts: tuple[ConsentFact, ...] = ()
+
+    def status_for(self, purpose: Purpose, agency: str, category: str) -> ConsentStatus | None:
+        """Return the newest decision that covers this purpose, agency and category, if any."""
+        for fact in self.facts:
+            if fact.covers(purpose, agency, category):
+                return fact.status
+        return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one item, with the rule, policy version, lawful basis and a human reason."""
+
+    kind: DecisionKind
+    rule_id: str
+    policy_version: str
+    lawful_basis: str | None
+    reason: str
+    redacted_fields: tuple[str, ...] = ()
+    ask: str | None = None
+
+    @property
+    def shown(self) -> bool:
+        """Say whether the viewer sees the item (whole or redacted)."""
+        return self.kind in (DecisionKind.DISCLOSE, DecisionKind.REDACT)
+
+
+AGENCY_MEMBER = {
+    "health": "the health member of the MACPT",
+    "police": "the police member of the MACPT",
+    "education": "the education member of the MACPT",
+    "social_care": "the lead child protection practitioner",
+}
+
+
+def member_to_ask(agency: str) -> str:
+    """Return whom a viewer should ask about an agency's withheld information."""
+    return AGENCY_MEMBER.get(agency, f"the {agency} member of the MACPT")
+
+
