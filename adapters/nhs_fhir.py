@@ -213,16 +213,16 @@ def _entry(index: int, raw: dict[str, Any], patients: dict[str, str], *, prefix:
     def rejected(resource_type: str, *issues: Issue) -> EntryResult:
         return EntryResult(index, full_url, resource_type, None, None, tuple(issues))
 
-    if not isinstance(resource, dict):
-        return rejected("", Issue("error", "required", f"Bundle.entry[{index}].resource", "each entry needs a resource"))
-    resource_type = resource.get("resourceType", "")
     method = (raw.get("request") or {}).get("method")
+    resource_type = resource.get("resourceType", "") if isinstance(resource, dict) else ""
     if method not in WRITE_METHODS:
         return rejected(
             resource_type,
             Issue("error", "not-supported", f"Bundle.entry[{index}].request.method",
                   "only POST and PUT entries are accepted in a push"),
         )
+    if not isinstance(resource, dict):
+        return rejected("", Issue("error", "required", f"Bundle.entry[{index}].resource", "each entry needs a resource"))
     if resource_type not in SUPPORTED:
         return rejected(
             resource_type,
@@ -348,11 +348,9 @@ def _postcode(value: str | None) -> str | None:
 
 
 def _date(value: str | None) -> date | None:
-    # A partial birth date (year or year-month) is not a date to match on.
-    try:
-        return date.fromisoformat(value) if value and len(value) == 10 else None
-    except ValueError:
-        return None
+    # A partial birth date (year or year-month) is not a date to match on; a full one has
+    # already been checked as a real calendar date by fhir.resources.
+    return date.fromisoformat(value) if value and len(value) == 10 else None
 
 
 def _datetime(value: str | None) -> datetime | None:
