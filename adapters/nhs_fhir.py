@@ -331,6 +331,8 @@ def _encounter(index, full_url, resource: dict[str, Any], source_id, version, pa
 def _encounter_summary(encounter_class: dict[str, Any], type_codings: list[dict[str, Any]]) -> str:
     # Built from coded displays only: free text in a record may say more than a summary should.
     kind = (encounter_class.get("display") or encounter_class.get("code") or "").strip()
+    if kind.lower().endswith("encounter"):  # v3 ActCode displays such as "inpatient encounter"
+        kind = kind[: -len("encounter")].strip()
     head = f"{kind[:1].upper()}{kind[1:]} encounter" if kind else "Encounter"
     detail = next((c.get("display") for c in type_codings if c.get("display")), None)
     return f"{head}: {detail}" if detail else head

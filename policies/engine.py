@@ -142,29 +142,42 @@ BUILTIN_VOTERS: tuple[Voter, ...] = (
 )
 
 
-def _rule_applies(rule: Rule, ctx: _Context) -> bool:
+def _rule_scope_matches(rule: Rule, ctx: _Context) -> bool:
     if ctx.purpose not in rule.purposes:
         return False
     if ctx.item.agency not in rule.source_agencies or not rule.matches_category(ctx.item.category):
         return False
-    if ctx.viewer.agency not in rule.viewer_agencies or ctx.viewer.relationship not in rule.viewer_relationships:
-        return False
-    if rule.requires_consent:
-        return ctx.consent.status_for(ctx.purpose, ctx.item.agency, ctx.item.category) is ConsentStatus.GIVEN
-    return True
+    return ctx.viewer.agency in rule.viewer_agencies and ctx.viewer.relationship in rule.viewer_relationships
 
 
 def _isa_rules(ctx: _Context) -> Decision | None:
+    awaiting_consent: Rule | None = None
     for rule in ctx.policy.rules:
-        if _rule_applies(rule, ctx):
-            return Decision(
-                DecisionKind(rule.decision),
-                rule.id,
-                ctx.policy.version,
-                rule.lawful_basis,
-                rule.reason,
-                rule.redact_fields,
-            )
+        if not _rule_scope_matches(rule, ctx):
+            continue
+        if rule.requires_consent and (
+            ctx.consent.status_for(ctx.purpose, ctx.item.agency, ctx.item.category) is not ConsentStatus.GIVEN
+        ):
+            awaiting_consent = awaiting_consent or rule
+            continue
+        return Decision(
+            DecisionKind(rule.decision),
+            rule.id,
+            ctx.policy.version,
+            rule.lawful_basis,
+            rule.reason,
+            rule.redact_fields,
+        )
+    if awaiting_consent is not None:
+        # The ISA would share this with consent, and none is recorded: the practitioner needs to
+        # know that (to seek consent, or record an override), not an unexplained gap.
+        return ctx.withhold(
+            DecisionKind.INDICATE,
+            "builtin.consent-not-recorded",
+            f"No consent is recorded for sharing {ctx.item.agency} records for {ctx.purpose.value} "
+            f"(ISA rule {awaiting_consent.id} needs it).",
+            member_to_ask(ctx.item.agency),
+        )
     return None
 
 
@@ -188,6 +201,8 @@ def decide(policy: Policy, *, viewer: Viewer, purpose: Purpose, item: ItemFacts,
       indicate; family help with consent refused or withdrawn → indicate. The first that
       decides wins, and no ISA rule can override it.
     - Then the ISA's rules in file order; the first that applies decides (disclose or redact).
+      If the only rules that would apply need consent and none is given, indicate that no
+      consent is recorded (rule builtin.consent-not-recorded).
     - When everything abstains, deny by default: withhold silently, rule builtin.default-deny.
     - Every Decision carries rule id, policy version and a reason a practitioner can read;
       shown decisions carry their lawful basis, withheld ones carry none.

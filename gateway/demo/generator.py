@@ -107,7 +107,7 @@ def generate(*, children: int, seed: int) -> DemoPartnership:
             birth_date=birth,
             sex=sex,
             postcode=fake.postcode(),
-            address_lines=[fake.street_address()],
+            address_lines=fake.street_address().split("\n"),
             # A few children are on no team's list, to show what refusal looks like.
             allocated=index % 6 != 5,
         )

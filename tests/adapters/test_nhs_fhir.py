@@ -368,6 +368,7 @@ def test_uk_core_encounter_parses_with_its_patient() -> None:
     assert record.subject_ref == claim.source_record_id
     assert record.category == "health.encounter"
     assert record.summary.startswith("Inpatient encounter")
+    assert "encounter encounter" not in record.summary
 
 
 @pytest.mark.parametrize("name", ["UKCore-Bundle-Batch-Example.xml", "UKCore-Bundle-BatchPOST-Example.xml"])

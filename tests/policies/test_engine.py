@@ -143,8 +143,9 @@ def test_family_help_shares_only_with_consent() -> None:
     unknown = decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=NO_CONSENT)
 
     assert (given.kind, given.rule_id, given.lawful_basis) == (DecisionKind.DISCLOSE, "fh.with-consent", "consent")
-    assert (unknown.kind, unknown.rule_id) == (DecisionKind.WITHHOLD_SILENTLY, "builtin.default-deny")
-    assert "family_help" in unknown.reason
+    assert (unknown.kind, unknown.rule_id) == (DecisionKind.INDICATE, "builtin.consent-not-recorded")
+    assert "No consent is recorded for sharing health records for family_help" in unknown.reason
+    assert "fh.with-consent" in unknown.reason and unknown.ask == "the health member of the MACPT"
 
 
 @pytest.mark.parametrize("status", [ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN])
@@ -167,8 +168,8 @@ def test_newest_consent_wins_and_scope_is_respected() -> None:
     other_purpose = ConsentState((ConsentFact(ConsentStatus.GIVEN, CP, frozenset({"health"})),))
 
     assert withdrawn_then_given.status_for(FH, "health", "health.urgent_care") is ConsentStatus.WITHDRAWN
-    assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=other_agency).kind is DecisionKind.WITHHOLD_SILENTLY
-    assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=other_category).kind is DecisionKind.WITHHOLD_SILENTLY
+    assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=other_agency).kind is DecisionKind.INDICATE
+    assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=other_category).kind is DecisionKind.INDICATE
     assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=this_category).kind is DecisionKind.DISCLOSE
     assert other_purpose.status_for(FH, "health", "health.urgent_care") is None
 
@@ -185,6 +186,24 @@ def test_unknown_viewer_agency_is_denied_by_default() -> None:
 
     assert decision.kind is DecisionKind.WITHHOLD_SILENTLY
     assert decision.rule_id == "builtin.default-deny"
+
+
+def test_a_later_rule_without_consent_wins_over_one_awaiting_it() -> None:
+    policy = load_policy_text(REDACTING.replace("rules:", """rules:
+  - id: needs-consent
+    description: d
+    purposes: [child_protection]
+    source_agencies: [health]
+    categories: ["*"]
+    viewer_agencies: [education]
+    requires_consent: true
+    decision: disclose
+    lawful_basis: public_task
+    reason: With consent."""))
+
+    decision = decide(policy, viewer=viewer("education"), purpose=CP, item=item(), consent=NO_CONSENT)
+
+    assert decision.rule_id == "redact-summary"
 
 
 def test_break_glass_is_not_enough_for_family_help() -> None:
