@@ -22,6 +22,7 @@ from audit import (
     verify,
 )
 from audit.hashing import GENESIS_HASH, canonical_bytes, leaf_hash
+from tests.tamper import disable_audit_triggers
 
 ACTOR = Actor(ActorType.USER, "someone@test.example", "police", "police_officer")
 
@@ -80,6 +81,7 @@ def test_empty_trail_verifies(session) -> None:  # type: ignore[no-untyped-def]
 def test_altered_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
     events = _append(session, 5)
     target = events[2].seq
+    disable_audit_triggers(session)
     session.execute(update(AuditEvent).where(AuditEvent.seq == target).values(actor_id="someone-else")
                     .execution_options(synchronize_session=False))
     session.expire_all()
@@ -95,6 +97,7 @@ def test_altered_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
 def test_deleted_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
     events = _append(session, 5)
     gone = events[2].seq
+    disable_audit_triggers(session)
     session.execute(text("DELETE FROM audit_event WHERE seq = :seq"), {"seq": gone})
     session.expire_all()
 
@@ -107,6 +110,7 @@ def test_deleted_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
 def test_rechained_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
     events = _append(session, 3)
     target = events[1].seq
+    disable_audit_triggers(session)
     session.execute(text("UPDATE audit_event SET prev_hash = :h WHERE seq = :seq"), {"h": "f" * 64, "seq": target})
     session.expire_all()
 
@@ -119,6 +123,7 @@ def test_rechained_row_is_named(session) -> None:  # type: ignore[no-untyped-def
 def test_rewritten_genesis_is_named(session) -> None:  # type: ignore[no-untyped-def]
     if session.scalar(select(AuditEvent.seq).where(AuditEvent.seq == 1)) is None:
         record(session, _entry())
+    disable_audit_triggers(session)
     session.execute(text("UPDATE audit_event SET prev_hash = :h WHERE seq = 1"), {"h": "e" * 64})
     session.expire_all()
 
@@ -214,3 +219,17 @@ def test_guard_lets_other_rows_change_and_go(session) -> None:  # type: ignore[n
     session.flush()
 
     assert session.get(Team, team.id) is None
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_event SET actor_id = 'x' WHERE seq = :seq",
+                                       "DELETE FROM audit_event WHERE seq = :seq"])
+def test_the_database_itself_refuses_changes(session, statement: str) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import DBAPIError
+
+    seq = record(session, _entry()).seq
+    savepoint = session.begin_nested()
+    with pytest.raises(DBAPIError, match="append-only"):
+        session.execute(text(statement), {"seq": seq})
+    savepoint.rollback()
+
+    assert session.scalar(select(AuditEvent.actor_id).where(AuditEvent.seq == seq)) == ACTOR.id

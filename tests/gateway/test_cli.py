@@ -14,6 +14,7 @@ from audit import AuditEvent
 from gateway.cli import app
 from gateway.kit.db import build_engine
 from gateway.models import Case, Child, Item
+from tests.tamper import disable_audit_triggers
 
 
 @pytest.fixture
@@ -57,6 +58,7 @@ def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path)
     assert f"audit trail intact: {events} events" in clean.output
 
     with engine.begin() as connection:
+        disable_audit_triggers(connection)  # a rogue administrator; verify must still catch it
         connection.execute(text("UPDATE audit_event SET outcome = 'success' WHERE seq = 3 AND outcome <> 'success'"))
         connection.execute(text("UPDATE audit_event SET actor_id = 'someone-else' WHERE seq = 3"))
     engine.dispose()
