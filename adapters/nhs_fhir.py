@@ -316,7 +316,7 @@ def _encounter(index, full_url, resource: dict[str, Any], source_id, version, pa
         source_version=version,
         kind="encounter",
         category="health.urgent_care" if emergency else "health.encounter",
-        occurred_at=_datetime(((resource.get("period") or {}).get("start"))),
+        occurred_at=_datetime((resource.get("period") or {}).get("start")),
         summary=_encounter_summary(encounter_class, type_codings),
         security_labels=frozenset(
             s["code"] for s in (resource.get("meta") or {}).get("security") or [] if s.get("code")

@@ -61,7 +61,7 @@ def issue_client_token(
     claimed_client = "unknown"
     try:
         claimed_client, client = _check_request(session, grant_type, client_assertion_type, client_assertion)
-        exp = _verify_assertion(session, client, client_assertion or "", token_endpoint)
+        expires_at, jti = _verify_assertion(session, client, client_assertion or "", token_endpoint)
     except TokenRefused as refused:
         record(
             session,
@@ -74,7 +74,7 @@ def issue_client_token(
             ),
         )
         raise
-    session.add(UsedAssertion(client_id=client.id, jti=exp[1], expires_at=datetime.fromtimestamp(exp[0], UTC)))
+    session.add(UsedAssertion(client_id=client.id, jti=jti, expires_at=datetime.fromtimestamp(expires_at, UTC)))
     principal = Principal(kind=PrincipalKind.CLIENT, subject=client.id, agency=client.agency)
     token = mint_access_token(
         keys, issuer=issuer, audience=audience, principal=principal, ttl_seconds=ttl_seconds, scope=CLIENT_SCOPE

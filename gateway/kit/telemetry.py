@@ -6,7 +6,6 @@ URL, a name, an NHS number or a query string.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from fastapi import FastAPI, Request, Response
@@ -57,7 +56,6 @@ def install_request_spans(app: FastAPI) -> None:
     @app.middleware("http")
     async def _span_per_request(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]
         request.state.request_id = str(uuid.uuid4())
-        started = time.perf_counter()
         with tracer.start_as_current_span(f"{request.method} request", kind=SpanKind.SERVER) as span:
             span.set_attribute("http.request.method", request.method)
             response = await call_next(request)
@@ -69,5 +67,4 @@ def install_request_spans(app: FastAPI) -> None:
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
         response.headers["X-Request-Id"] = request.state.request_id
-        request.app.state.last_request_ms = (time.perf_counter() - started) * 1000
         return response

@@ -9,13 +9,8 @@ from enum import StrEnum
 from sqlalchemy import DateTime, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+# One naming convention for the whole schema, the audit trail's tables included.
+from audit.models import NAMING_CONVENTION
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
+
+from httpx import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit import AuditEvent
-from gateway.models import Child, Identity, Item, Link
+from gateway.kit.crypto import DataKeyring
+from gateway.models import Child, ChildIdentifier, Identity, Item, Link
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -29,3 +35,16 @@ def last_event(session: Session, action: str) -> AuditEvent:
     event = session.scalar(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.seq.desc()))
     assert event is not None, f"no {action} event was recorded"
     return event
+
+
+def push(http: Any, token: str, bundle: dict[str, Any]) -> Response:
+    """POST a Bundle to /fhir/R4 as an agency system."""
+    return http.post("/fhir/R4", content=json.dumps(bundle), headers={**FHIR_JSON, "Authorization": f"Bearer {token}"})
+
+
+def child_id_for(session: Session, keyring: DataKeyring, nhs_number: str) -> uuid.UUID:
+    """Return the child an NHS number was linked to."""
+    index = keyring.blind_index("nhs_number", nhs_number)
+    child_id = session.scalar(select(ChildIdentifier.child_id).where(ChildIdentifier.blind_index == index))
+    assert child_id is not None, "the NHS number was not linked to a child"
+    return child_id

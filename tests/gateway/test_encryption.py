@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import text
 
 from tests.factories import child_bundle, client_token, demo_child, encounter, make_client
-from tests.gateway.helpers import FHIR_JSON
+from tests.gateway.helpers import push
 
 
 def test_nothing_personal_is_stored_in_clear(client, session, connection, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
     source, _ = make_client(session)
     child = demo_child(family_name="Quillfeather", address_lines=["77 Unmistakable Row"])
-    client.post(
-        "/fhir/R4",
-        content=json.dumps(child_bundle(child, encounters=[encounter()])),
-        headers={**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"},
-    )
+    push(client, client_token(signing_keys, settings, source), child_bundle(child, encounters=[encounter()]))
 
     dumped = []
     for table in ("child", "child_identifier", "identity", "link", "item", "audit_event"):

@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import select
 
 from audit import AuditAction, verify
-from gateway.models import ChildIdentifier, Item
+from gateway.models import Item
 from tests.factories import (
     add_member,
     allocate,
@@ -20,14 +20,7 @@ from tests.factories import (
     make_team,
     staff_token,
 )
-from tests.gateway.helpers import FHIR_JSON, audit_actions, last_event, stored_counts
-
-
-def _child_id(session, keyring, nhs: str) -> uuid.UUID:  # type: ignore[no-untyped-def]
-    index = keyring.blind_index("nhs_number", nhs)
-    child_id = session.scalar(select(ChildIdentifier.child_id).where(ChildIdentifier.blind_index == index))
-    assert child_id is not None
-    return child_id
+from tests.gateway.helpers import FHIR_JSON, audit_actions, child_id_for, last_event, push, stored_counts
 
 
 def test_push_link_decide_view_audit(client, session, settings, signing_keys, keyring) -> None:  # type: ignore[no-untyped-def]
@@ -35,18 +28,14 @@ def test_push_link_decide_view_audit(client, session, settings, signing_keys, ke
     child = demo_child()
     bundle = child_bundle(child, encounters=[encounter(), encounter(class_code="AMB", sensitive=True)])
 
-    pushed = client.post(
-        "/fhir/R4",
-        content=json.dumps(bundle),
-        headers={**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"},
-    )
+    pushed = push(client, client_token(signing_keys, settings, source), bundle)
 
     assert pushed.status_code == 200, pushed.text
     response_bundle = pushed.json()
     assert response_bundle["type"] == "transaction-response"
     assert [e["response"]["status"] for e in response_bundle["entry"]] == ["201 Created"] * 3
 
-    child_id = _child_id(session, keyring, child.nhs_number)
+    child_id = child_id_for(session, keyring, child.nhs_number)
     team = make_team(session)
     police = add_member(session, team, agency="police", role="police_officer")
     allocate(session, child_id=child_id, team=team)
@@ -95,14 +84,10 @@ def test_same_nhs_number_from_two_sources_links_to_one_child(client, session, se
     child = demo_child()
     for source, patient_id, postcode in ((trust, "t1", "ZZ99 3VZ"), (gp, "g1", "ZZ99 4QQ")):
         other = demo_child(child.nhs_number, postcode=postcode)
-        response = client.post(
-            "/fhir/R4",
-            content=json.dumps(child_bundle(other, patient_id=patient_id)),
-            headers={**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"},
-        )
+        response = push(client, client_token(signing_keys, settings, source), child_bundle(other, patient_id=patient_id))
         assert response.status_code == 200, response.text
 
-    child_id = _child_id(session, keyring, child.nhs_number)
+    child_id = child_id_for(session, keyring, child.nhs_number)
     assert stored_counts(session)["child"] >= 1
     team = make_team(session)
     lead = add_member(session, team, agency="social_care", role="lead_practitioner")
@@ -140,7 +125,7 @@ def test_new_version_supersedes_the_old(client, session, settings, signing_keys,
 
     client.post("/fhir/R4", content=json.dumps(child_bundle(child, encounters=[attendance])), headers=headers)
 
-    child_id = _child_id(session, keyring, child.nhs_number)
+    child_id = child_id_for(session, keyring, child.nhs_number)
     statuses = sorted(session.scalars(select(Item.status).where(Item.child_id == child_id)))
     assert statuses == ["current", "superseded"]
 
@@ -148,12 +133,8 @@ def test_new_version_supersedes_the_old(client, session, settings, signing_keys,
 def test_member_of_another_team_is_refused_and_the_refusal_is_audited(client, session, settings, signing_keys, keyring) -> None:  # type: ignore[no-untyped-def]
     source, _ = make_client(session)
     child = demo_child()
-    client.post(
-        "/fhir/R4",
-        content=json.dumps(child_bundle(child, encounters=[encounter()])),
-        headers={**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"},
-    )
-    child_id = _child_id(session, keyring, child.nhs_number)
+    push(client, client_token(signing_keys, settings, source), child_bundle(child, encounters=[encounter()]))
+    child_id = child_id_for(session, keyring, child.nhs_number)
     allocate(session, child_id=child_id, team=make_team(session, name="Allocated team"))
     outsider = add_member(session, make_team(session, name="Other team"), agency="social_care", role="social_worker")
 

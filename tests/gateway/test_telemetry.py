@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
-
-from gateway.models import ChildIdentifier
 from tests.factories import add_member, allocate, child_bundle, client_token, demo_child, encounter, make_client
 from tests.factories import make_team, staff_token
-from tests.gateway.helpers import FHIR_JSON
+from tests.gateway.helpers import child_id_for, push
 
 
 def test_spans_cover_the_stages_without_personal_data(client, session, settings, signing_keys, keyring, span_exporter) -> None:  # type: ignore[no-untyped-def]
     span_exporter.clear()
     source, _ = make_client(session)
     child = demo_child(family_name="Traceable", given_names=["Spanna"])
-    client.post(
-        "/fhir/R4",
-        content=json.dumps(child_bundle(child, encounters=[encounter()])),
-        headers={**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"},
-    )
-    child_id = session.scalar(
-        select(ChildIdentifier.child_id).where(
-            ChildIdentifier.blind_index == keyring.blind_index("nhs_number", child.nhs_number)
-        )
-    )
+    push(client, client_token(signing_keys, settings, source), child_bundle(child, encounters=[encounter()]))
+    child_id = child_id_for(session, keyring, child.nhs_number)
     team = make_team(session)
     member = add_member(session, team, agency="health", role="designated_nurse")
     allocate(session, child_id=child_id, team=team)
