@@ -19,16 +19,20 @@ from starlette.routing import compile_path
 from gateway.settings import Settings
 
 
-def configure_tracing(settings: Settings) -> None:
-    """Install the process's tracer provider once; export over OTLP if an endpoint is set."""
-    if not isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
-        return  # already configured (another app in this process, or a test harness)
+def build_tracer_provider(settings: Settings) -> TracerProvider:
+    """Build a tracer provider that exports over OTLP only when an endpoint is configured."""
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
-    trace.set_tracer_provider(provider)
+    return provider
+
+
+def configure_tracing(settings: Settings) -> None:
+    """Install the process's tracer provider once (a provider already set is left alone)."""
+    if isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+        trace.set_tracer_provider(build_tracer_provider(settings))
 
 
 def route_template(request: Request) -> str:

@@ -88,3 +88,17 @@ def test_dev_token_needs_a_whole_identity(tmp_path) -> None:  # type: ignore[no-
     )
     assert token.exit_code == 0
     assert token.output.count(".") == 2  # a compact JWS
+
+
+def test_db_upgrade_brings_a_new_database_to_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateway.kit.migrate import current_revision, head_revision
+
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+
+    result = CliRunner().invoke(app, ["db", "upgrade"], env={"GATEWAY_DATABASE_URL": url})
+
+    assert result.exit_code == 0, result.output
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert current_revision(connection) == head_revision() is not None
+    engine.dispose()

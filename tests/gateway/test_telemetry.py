@@ -30,3 +30,21 @@ def test_spans_cover_the_stages_without_personal_data(client, session, settings,
     rendered = json.dumps([{"name": s.name, "attributes": dict(s.attributes or {})} for s in spans])
     for personal in (child.nhs_number, "Traceable", "Spanna", str(child_id), "ZZ99"):
         assert personal not in rendered
+
+
+def test_spans_are_exported_only_when_an_endpoint_is_configured() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from gateway.kit.telemetry import build_tracer_provider
+    from gateway.settings import Settings
+
+    def exporters(provider) -> list:  # type: ignore[no-untyped-def,type-arg]
+        # The SDK keeps its processors privately; this is the one way to see where spans go.
+        return [getattr(p, "span_exporter", None) for p in provider._active_span_processor._span_processors]
+
+    silent = build_tracer_provider(Settings(otlp_endpoint=None))
+    exporting = build_tracer_provider(Settings(otlp_endpoint="http://127.0.0.1:4318/v1/traces"))
+
+    assert exporters(silent) == []
+    assert [type(e) for e in exporters(exporting)] == [OTLPSpanExporter]
+    exporting.shutdown()

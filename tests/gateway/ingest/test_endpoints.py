@@ -149,10 +149,21 @@ def test_put_one_patient_then_repeat(client, session, headers) -> None:  # type:
         (None, "Authorization"),
         ("Basic dXNlcjpwYXNz", "Authorization"),
         ("Bearer not-a-jwt", "malformed"),
+        ("forged", "signature"),
     ],
 )
-def test_push_without_a_valid_token_is_refused(client, session, authorization, fragment) -> None:  # type: ignore[no-untyped-def]
+def test_push_without_a_valid_token_is_refused(client, session, settings, authorization, fragment) -> None:  # type: ignore[no-untyped-def]
     headers = dict(FHIR_JSON)
+    if authorization == "forged":
+        from joserfc.jwk import ECKey, KeySet
+
+        from gateway.auth.keys import SigningKeys
+        from gateway.models import Client
+
+        other = ECKey.generate_key("P-384", private=True, auto_kid=True)
+        forger = SigningKeys(private=other, verification=KeySet([other]))
+        victim = Client(id="victim", name="v", agency="health", jwks={}, allowed_kinds=["identity"])
+        authorization = f"Bearer {client_token(forger, settings, victim)}"
     if authorization:
         headers["Authorization"] = authorization
     before = stored_counts(session)
@@ -181,3 +192,28 @@ def test_capability_statement_is_public(client) -> None:  # type: ignore[no-unty
 
     assert response.status_code == 200
     assert response.json()["resourceType"] == "CapabilityStatement"
+
+
+def test_xml_bundle_from_the_uk_core_examples_is_stored(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[4] / "shared" / "conformance" / "ukcore-r4-examples"
+    patient_xml = (examples / "UKCore-Patient-RichardSmith-Example.xml").read_text()
+    encounter_xml = (examples / "UKCore-Encounter-InpatientEncounter-Example.xml").read_text()
+    body = (
+        '<Bundle xmlns="http://hl7.org/fhir"><type value="transaction"/>'
+        + "".join(
+            f"<entry><resource>{text[text.index('<' + kind):]}</resource>"
+            f'<request><method value="POST"/><url value="{kind}"/></request></entry>'
+            for kind, text in (("Patient", patient_xml), ("Encounter", encounter_xml))
+        )
+        + "</Bundle>"
+    )
+    before = stored_counts(session)
+
+    response = client.post("/fhir/R4", content=body, headers={**headers, "Content-Type": "application/fhir+xml"})
+
+    assert response.status_code == 200, response.text
+    assert [e["response"]["status"] for e in response.json()["entry"]] == ["201 Created", "201 Created"]
+    after = stored_counts(session)
+    assert (after["identity"], after["item"]) == (before["identity"] + 1, before["item"] + 1)
