@@ -50,7 +50,6 @@ from .schemas import (
 
 tracer = trace.get_tracer("gateway.child_view")
 
-SHOWN = (DecisionKind.DISCLOSE, DecisionKind.REDACT)
 # Identity fields compared across sources; a difference is a conflict worth a practitioner's eye.
 CONFLICT_FIELDS = ("nhs_number", "family_name", "given_names", "birth_date", "sex", "postcode")
 
@@ -103,7 +102,7 @@ def get(
             }
             decide_span.set_attribute("gateway.items_decided", len(decisions))
 
-        shown = [item for item in items if decisions[item.id].kind in SHOWN]
+        shown = [item for item in items if decisions[item.id].shown]
         shown.sort(key=_newest_first)
         identity_reads = _identities(session, keyring, child, identities, clients)
         view = ChildViewRead(
@@ -153,7 +152,7 @@ def get(
         )
 
         with tracer.start_as_current_span("audit"):
-            bases = sorted({d.lawful_basis for d in decisions.values() if d.kind in SHOWN and d.lawful_basis})
+            bases = sorted({d.lawful_basis for d in decisions.values() if d.shown and d.lawful_basis})
             record(
                 session,
                 AuditRecord(
