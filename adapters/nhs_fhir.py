@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -19,7 +19,21 @@ from lxml import etree
 from pydantic import ValidationError
 from stdnum.gb import nhs
 
-from .types import AdapterError, EntryResponse, EntryResult, IdentityClaim, InboundRecord, Issue, ParsedBundle
+from .types import (
+    AdapterError,
+    ClaimEntry,
+    Entry,
+    EntryOutcome,
+    EntryStatus,
+    IdentityClaim,
+    InboundRecord,
+    Issue,
+    RecordEntry,
+    RejectedEntry,
+    Rendered,
+    Submission,
+    TooManyEntries,
+)
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
@@ -31,26 +45,38 @@ WRITE_METHODS = {"POST", "PUT"}
 EMERGENCY_CLASS = "EMER"
 EMERGENCY_TYPES = {"4525004", "50849002"}
 _PUT_URL = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-\.]{1,64})$")
+FHIR_JSON = "application/fhir+json"
+_STATUS_LINES = {
+    EntryStatus.CREATED: "201 Created",
+    EntryStatus.UNCHANGED: "200 OK",
+    EntryStatus.REJECTED: "422 Unprocessable Entity",
+}
 
 
-def parse_bundle(body: bytes, content_type: str) -> ParsedBundle:
+def parse_bundle(body: bytes, content_type: str, *, max_entries: int) -> Submission:
     """Parse and validate a transaction or batch Bundle into claims and records."""
     data = _load(body, content_type, expected="Bundle")
     bundle_type = data.get("type")
     if bundle_type not in ("transaction", "batch"):
         raise AdapterError([Issue("error", "value", "Bundle.type", "Bundle.type must be 'transaction' or 'batch'")])
-    _validate(data, "Bundle")
     raw_entries = data.get("entry") or []
+    if isinstance(raw_entries, list) and len(raw_entries) > max_entries:
+        # Counted before validation, which is where the time goes.
+        raise TooManyEntries(
+            [Issue("error", "too-long", "Bundle.entry",
+                   f"a push may carry at most {max_entries} entries; split the Bundle")]
+        )
+    _validate(data, "Bundle")
     patients = _patient_keys(raw_entries)
     entries = tuple(_entry(index, raw, patients) for index, raw in enumerate(raw_entries))
     issues: tuple[Issue, ...] = ()
     if not entries:
         issues = (Issue("error", "required", "Bundle.entry", "the Bundle has no entries"),)
-    return ParsedBundle(bundle_type=bundle_type, entries=entries, issues=issues)
+    return Submission(atomic=bundle_type == "transaction", label=bundle_type, entries=entries, issues=issues)
 
 
-def parse_resource(body: bytes, content_type: str, *, resource_type: str, resource_id: str) -> EntryResult:
-    """Parse one resource sent by PUT [type]/[id] into a claim or a record."""
+def parse_resource(body: bytes, content_type: str, *, resource_type: str, resource_id: str) -> Submission:
+    """Parse one resource sent by PUT [type]/[id], as a one-entry transaction."""
     data = _load(body, content_type, expected=resource_type)
     if data.get("id") not in (None, resource_id):
         raise AdapterError(
@@ -60,7 +86,7 @@ def parse_resource(body: bytes, content_type: str, *, resource_type: str, resour
     raw = {"resource": data, "request": {"method": "PUT", "url": f"{resource_type}/{resource_id}"}}
     _validate(data, resource_type, prefix=resource_type)
     entry = _entry(0, raw, {}, prefix=resource_type)
-    return entry
+    return Submission(atomic=True, label="transaction", entries=(entry,))
 
 
 def operation_outcome(issues: Sequence[Issue]) -> dict[str, Any]:
@@ -82,64 +108,257 @@ def operation_outcome(issues: Sequence[Issue]) -> dict[str, Any]:
     return body
 
 
-def response_bundle(bundle_type: str, entries: Sequence[EntryResponse]) -> dict[str, Any]:
-    """Return the transaction-response or batch-response Bundle."""
-    body: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": f"{bundle_type}-response",
-        "entry": [
+def entry_location(entry: Entry) -> str | None:
+    """Return where a stored entry's version lives: `Type/id/_history/version`."""
+    if isinstance(entry, ClaimEntry):
+        return f"{entry.claim.source_record_id}/_history/{entry.claim.source_version}"
+    if isinstance(entry, RecordEntry):
+        return f"{entry.record.source_record_id}/_history/{entry.record.source_version}"
+    return None
+
+
+def response_bundle(submission: Submission, outcomes: Sequence[EntryOutcome]) -> dict[str, Any]:
+    """Return the transaction-response or batch-response Bundle, one entry per entry pushed."""
+    entries = {entry.index: entry for entry in submission.entries}
+    response_entries = []
+    for outcome in outcomes:
+        location = entry_location(entries[outcome.index]) if outcome.status is not EntryStatus.REJECTED else None
+        response_entries.append(
             {
                 "response": {
-                    "status": entry.status,
-                    **({"location": entry.location} if entry.location else {}),
-                    **({"outcome": operation_outcome(entry.outcome_issues)} if entry.outcome_issues else {}),
+                    "status": _STATUS_LINES[outcome.status],
+                    **({"location": location} if location else {}),
+                    **({"outcome": operation_outcome(outcome.issues)} if outcome.issues else {}),
                 }
             }
-            for entry in entries
-        ],
-    }
+        )
+    body: dict[str, Any] = {"resourceType": "Bundle", "type": f"{submission.label}-response", "entry": response_entries}
     get_fhir_model_class("Bundle").model_validate(body)
     return body
+
+
+def resource_response(submission: Submission, outcome: EntryOutcome) -> Rendered:
+    """Return the answer to a PUT of one resource: 201 when stored, 200 when already stored."""
+    created = outcome.status is EntryStatus.CREATED
+    message = "Stored." if created else "Already stored: this version was pushed before."
+    location = entry_location(submission.entries[0])
+    return Rendered(
+        status_code=201 if created else 200,
+        body=operation_outcome([Issue("information", "informational", "", message)]),
+        media_type=FHIR_JSON,
+        headers={"Location": location} if location else {},
+    )
+
+
+def capability_statement(*, token_endpoint: str) -> dict[str, Any]:
+    """Return the CapabilityStatement: what this server accepts, and how to authenticate."""
+    statement: dict[str, Any] = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/fhir+xml"],
+        "implementation": {"description": "MACPT interagency data-sharing gateway"},
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": "SMART Backend Services: client credentials with a signed JWT assertion "
+                    f"at {token_endpoint}",
+                },
+                "resource": [{"type": name, "interaction": [{"code": "update"}]} for name in SUPPORTED],
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            }
+        ],
+    }
+    get_fhir_model_class("CapabilityStatement").model_validate(statement)
+    return statement
+
+
+class NhsFhirAdapter:
+    """FHIR R4 Bundles from NHS systems (UK Core Patients with NHS numbers, Encounters)."""
+
+    name = "nhs_fhir"
+    media_types = frozenset(JSON_TYPES | XML_TYPES)
+
+    def parse(self, body: bytes, media_type: str, *, max_entries: int) -> Submission:
+        """Parse a transaction or batch Bundle."""
+        return parse_bundle(body, media_type, max_entries=max_entries)
+
+    def render(self, submission: Submission, outcomes: Sequence[EntryOutcome]) -> Rendered:
+        """Render the transaction-response or batch-response Bundle."""
+        return Rendered(status_code=200, body=response_bundle(submission, outcomes), media_type=FHIR_JSON)
+
+    def render_error(self, status_code: int, issues: Sequence[Issue]) -> Rendered:
+        """Render a refusal as an OperationOutcome."""
+        return Rendered(status_code=status_code, body=operation_outcome(issues), media_type=FHIR_JSON)
+
+    def describe(self, *, token_endpoint: str) -> dict[str, Any]:
+        """Return the CapabilityStatement."""
+        return capability_statement(token_endpoint=token_endpoint)
 
 
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+# How deeply a push may nest (JSON objects and arrays, or XML elements). The deepest UK Core
+# example is 15 levels as JSON (9 as XML), so 64 leaves room for any real record. The limit
+# protects everything after _load: fhir.resources validates, and json.dumps (the content hash)
+# serialises, recursively in Python, and the worst FHIR shape measured (Reference.identifier.
+# assigner.identifier…) costs about 8 Python frames per level. 64 levels (about 520 frames) then
+# stays well inside the default recursion limit of 1000 with the ~30 frames the ASGI stack
+# already uses; 125 levels of that shape raise RecursionError even from an empty stack.
+_MAX_NESTING = 64
+
+
+def _too_deep(what: str) -> AdapterError:
+    message = f"the {what} nests too deeply (more than {_MAX_NESTING} levels)"
+    return AdapterError([Issue("error", "structure", "", message)])
+
+
+def _nests_too_deeply(data: Any) -> bool:
+    """Whether JSON-like data nests more than _MAX_NESTING objects/arrays deep (level by level: no recursion)."""
+    level, depth = [data], 1
+    while level:
+        if depth > _MAX_NESTING:
+            return True
+        below: list[Any] = []
+        for value in level:
+            for child in value.values() if isinstance(value, dict) else value:
+                if isinstance(child, (dict, list)):
+                    below.append(child)
+        level, depth = below, depth + 1
+    return False
+
+
 def _load(body: bytes, content_type: str, *, expected: str) -> dict[str, Any]:
     media = _media_type(content_type)
     if media in JSON_TYPES:
+        what = "JSON"
+        # No depth pre-scan before json.loads: its C scanner counts its own nesting against the
+        # recursion limit and raises a clean RecursionError (after at most ~1000 levels, whatever
+        # the body's size), so catching that is enough. A string-aware pre-scan would have to be
+        # a Python loop over up to 10 MB on every push, for nothing the parser does not already
+        # tell us. What json.loads does accept is then bounded by _nests_too_deeply below.
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise AdapterError([Issue("error", "structure", "", "the body is not valid JSON")]) from None
+        except RecursionError:
+            raise _too_deep(what) from None
     elif media in XML_TYPES:
+        what = "XML"
         data = _xml_to_json(body, expected)
     else:
         raise AdapterError(
             [Issue("error", "not-supported", "", "Content-Type must be application/fhir+json or application/fhir+xml")]
         )
+    if isinstance(data, (dict, list)) and _nests_too_deeply(data):
+        raise _too_deep(what)
     if not isinstance(data, dict) or data.get("resourceType") != expected:
         raise AdapterError([Issue("error", "structure", "", f"the body must be a FHIR {expected} resource")])
     return data
 
 
+# The XML DOCTYPE guard is hand-written: lxml/libxml2 have no "forbid DTD" switch (load_dtd=False
+# and resolve_entities=False stop loading external DTDs and substituting entities, but the
+# internal subset is still parsed), and defusedxml's lxml support is deprecated (and only checked
+# after parsing). FHIR XML never carries a DTD, so any DOCTYPE is refused before libxml2 sees it.
+_DOCTYPE_REFUSED = Issue("error", "security", "", "a DOCTYPE declaration is not accepted in a FHIR XML push")
+_NOT_WELL_FORMED = Issue("error", "structure", "", "the body is not well-formed XML")
+# "<!doctype" as bytes in every encoding libxml2 may be allowed to decode the body with (see
+# _XML_ENCODINGS): UTF-8, and the ASCII-transparent encodings, share the first form.
+_DOCTYPE_FORMS = tuple(
+    "<!doctype".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+)
+# Byte-order marks, then the XML spec's (Appendix F) unmarked UTF-16/32 forms of "<" or "<?".
+_XML_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+)
+_XML_UNMARKED = (
+    (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<\x00?", "utf-16-be"), (b"<\x00?\x00", "utf-16-le"),
+)
+# Declared encodings accepted (normalised: lower case, no "-" or "_"). FHIR requires UTF-8; these
+# are the ones whose "<!doctype" is one of _DOCTYPE_FORMS. Any other (UTF-7, Shift_JIS, EBCDIC…)
+# could hide a DOCTYPE from the byte scan, and libxml2 honours the declaration, so it is refused.
+_XML_ENCODINGS = {
+    "utf8", "usascii", "ascii", "iso88591", "latin1", "utf16", "utf16le", "utf16be", "utf32", "utf32le", "utf32be",
+}
+_XML_DECLARED_ENCODING = re.compile(r"""\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']?([^"'\s?>]*)""")
+
+
+def _refuse_doctype(body: bytes) -> None:
+    """Refuse, before any parsing, an XML body that has or could hide a DOCTYPE."""
+    # Anywhere in the body, in any case: "<!" can only be markup there (text must escape "<"), so
+    # at worst a "<!DOCTYPE" inside a comment or CDATA is refused too. bytes.lower() folds ASCII
+    # letters only, which is right for the UTF-16/32 forms as well.
+    lowered = body.lower()
+    if any(form in lowered for form in _DOCTYPE_FORMS):
+        raise AdapterError([_DOCTYPE_REFUSED])
+    bom, codec = next(((b, c) for b, c in _XML_BOMS if body.startswith(b)), (b"", ""))
+    codec = codec or next((c for start, c in _XML_UNMARKED if body.startswith(start)), "utf-8")
+    head = body[len(bom):len(bom) + 1024].decode(codec, errors="ignore")
+    if head.strip() and not head.lstrip(" \t\r\n").startswith("<"):
+        # Not XML in any encoding the scan covers (EBCDIC, for one, is autodetected by some libxml2 builds).
+        raise AdapterError([_NOT_WELL_FORMED])
+    declared = _XML_DECLARED_ENCODING.match(head)
+    if declared and re.sub(r"[-_]", "", declared[1].lower()) not in _XML_ENCODINGS:
+        raise AdapterError([Issue("error", "not-supported", "", "the XML must be encoded in UTF-8 (or UTF-16)")])
+
+
+def _xml_nests_too_deeply(root: Any) -> bool:
+    depth = 0
+    for event, _element in etree.iterwalk(root, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        if depth > _MAX_NESTING:
+            return True
+    return False
+
+
 def _xml_to_json(body: bytes, expected: str) -> dict[str, Any]:
-    # No entities, no network, no huge trees: an XML push must not reach beyond itself.
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+    _refuse_doctype(body)
+    # No DTD, no entities, no network, no huge trees: an XML push must not reach beyond itself.
+    parser = etree.XMLParser(
+        load_dtd=False, resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True
+    )
     try:
         root = etree.fromstring(body, parser=parser)
-    except etree.XMLSyntaxError:
-        raise AdapterError([Issue("error", "structure", "", "the body is not well-formed XML")]) from None
+    except etree.XMLSyntaxError as exc:
+        # Without huge_tree libxml2 itself stops at 256 levels ("Excessive depth in document").
+        if "excessive depth" in str(exc).lower():
+            raise _too_deep("XML") from None
+        raise AdapterError([_NOT_WELL_FORMED]) from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise AdapterError([_DOCTYPE_REFUSED])  # belt and braces: _refuse_doctype should have caught it
+    if _xml_nests_too_deeply(root):
+        raise _too_deep("XML")  # before fhir.resources reads (and dumps) the tree recursively
     if etree.QName(root).localname != expected:
         raise AdapterError([Issue("error", "structure", "", f"the body must be a FHIR {expected} resource")])
     try:
         model = get_fhir_model_class(expected).model_validate_xml(body, xmlparser=parser)
+        data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    except RecursionError:
+        raise _too_deep("XML") from None
     except ValidationError as exc:
         raise AdapterError(_validation_issues(exc, expected)) from None
     except (KeyError, ValueError, TypeError):
         raise AdapterError([Issue("error", "structure", expected, "the XML is not a valid FHIR R4 resource")]) from None
-    return model.model_dump(mode="json", exclude_none=True)
+    return data
 
 
 def _validate(data: dict[str, Any], resource_type: str, *, prefix: str | None = None) -> None:
@@ -205,34 +424,30 @@ def _source_version(resource: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def _entry(index: int, raw: dict[str, Any], patients: dict[str, str], *, prefix: str | None = None) -> EntryResult:
+def _entry(index: int, raw: dict[str, Any], patients: Mapping[str, str], *, prefix: str | None = None) -> Entry:
     path = prefix or f"Bundle.entry[{index}].resource"
     resource = raw.get("resource")
-    full_url = raw.get("fullUrl")
 
-    def rejected(resource_type: str, *issues: Issue) -> EntryResult:
-        return EntryResult(index, full_url, resource_type, None, None, tuple(issues))
+    def rejected(*issues: Issue) -> RejectedEntry:
+        return RejectedEntry(index, path, tuple(issues))
 
     method = (raw.get("request") or {}).get("method")
     resource_type = resource.get("resourceType", "") if isinstance(resource, dict) else ""
     if method not in WRITE_METHODS:
         return rejected(
-            resource_type,
             Issue("error", "not-supported", f"Bundle.entry[{index}].request.method",
                   "only POST and PUT entries are accepted in a push"),
         )
     if not isinstance(resource, dict):
-        return rejected("", Issue("error", "required", f"Bundle.entry[{index}].resource", "each entry needs a resource"))
+        return rejected(Issue("error", "required", f"Bundle.entry[{index}].resource", "each entry needs a resource"))
     if resource_type not in SUPPORTED:
         return rejected(
-            resource_type,
             Issue("error", "not-supported", path,
                   f"resource type {resource_type} is not accepted yet; supported: {', '.join(SUPPORTED)}"),
         )
     source_id = _source_record_id(resource, raw)
     if source_id is None:
         return rejected(
-            resource_type,
             Issue("error", "required", f"{path}.id",
                   "an id (or a PUT url, or a urn:uuid fullUrl) is needed so that a repeated push is recognised"),
         )
@@ -240,19 +455,18 @@ def _entry(index: int, raw: dict[str, Any], patients: dict[str, str], *, prefix:
     match = _PUT_URL.match(request_url)
     if method == "PUT" and match and resource.get("id") and match["id"] != resource["id"]:
         return rejected(
-            resource_type,
             Issue("error", "value", f"Bundle.entry[{index}].request.url", "the PUT url must name the resource's own id"),
         )
     version = _source_version(resource)
     if resource_type == "Patient":
-        return _patient(index, full_url, resource, source_id, version, path)
-    return _encounter(index, full_url, resource, source_id, version, path, patients)
+        return _patient(index, resource, source_id, version, path)
+    return _encounter(index, resource, source_id, version, path, patients)
 
 
-def _patient(index, full_url, resource: dict[str, Any], source_id: str, version: str, path: str) -> EntryResult:  # type: ignore[no-untyped-def]
-    issues = []
-    nhs_numbers = set()
-    others = []
+def _patient(index: int, resource: dict[str, Any], source_id: str, version: str, path: str) -> Entry:
+    issues: list[Issue] = []
+    nhs_numbers: set[str] = set()
+    others: list[tuple[str, str]] = []
     for position, identifier in enumerate(resource.get("identifier") or []):
         system, value = identifier.get("system"), identifier.get("value")
         if system == NHS_NUMBER_SYSTEM:
@@ -270,7 +484,7 @@ def _patient(index, full_url, resource: dict[str, Any], source_id: str, version:
         issues.append(Issue("error", "value", f"{path}.identifier",
                             "the Patient carries two different NHS numbers; send one"))
     if issues:
-        return EntryResult(index, full_url, "Patient", None, None, tuple(issues))
+        return RejectedEntry(index, path, tuple(issues))
     name = _preferred(resource.get("name") or [], "official")
     address = _preferred(resource.get("address") or [], "home")
     claim = IdentityClaim(
@@ -285,15 +499,17 @@ def _patient(index, full_url, resource: dict[str, Any], source_id: str, version:
         postcode=_postcode(address.get("postalCode")),
         address_lines=tuple(address.get("line") or ()),
     )
-    return EntryResult(index, full_url, "Patient", claim, None, ())
+    return ClaimEntry(index, path, claim)
 
 
-def _encounter(index, full_url, resource: dict[str, Any], source_id, version, path, patients) -> EntryResult:  # type: ignore[no-untyped-def]
+def _encounter(
+    index: int, resource: dict[str, Any], source_id: str, version: str, path: str, patients: Mapping[str, str]
+) -> Entry:
     reference = ((resource.get("subject") or {}).get("reference")) or ""
     location = f"{path}.subject.reference"
     if not reference:
         issue = Issue("error", "required", location, "an Encounter must name its subject, a Patient")
-        return EntryResult(index, full_url, "Encounter", None, None, (issue,))
+        return RejectedEntry(index, path, (issue,))
     subject = patients.get(reference)
     if subject is None:
         relative = re.fullmatch(r"Patient/[A-Za-z0-9\-\.]{1,64}", reference)
@@ -305,7 +521,7 @@ def _encounter(index, full_url, resource: dict[str, Any], source_id, version, pa
                 if re.fullmatch(r"[A-Z][A-Za-z]+/.+", reference)
                 else ("not-found", "the subject reference matches no Patient in this Bundle")
             )
-            return EntryResult(index, full_url, "Encounter", None, None, (Issue("error", code, location, message),))
+            return RejectedEntry(index, path, (Issue("error", code, location, message),))
     encounter_class = resource.get("class") or {}
     type_codings = [c for t in resource.get("type") or [] for c in t.get("coding") or []]
     emergency = encounter_class.get("code") == EMERGENCY_CLASS or any(
@@ -321,11 +537,11 @@ def _encounter(index, full_url, resource: dict[str, Any], source_id, version, pa
         security_labels=frozenset(
             s["code"] for s in (resource.get("meta") or {}).get("security") or [] if s.get("code")
         ),
-        status="entered_in_error" if resource.get("status") == "entered-in-error" else "current",
+        entered_in_error=resource.get("status") == "entered-in-error",
         subject_ref=subject,
         payload=resource,
     )
-    return EntryResult(index, full_url, "Encounter", None, record, ())
+    return RecordEntry(index, path, location, record)
 
 
 def _encounter_summary(encounter_class: dict[str, Any], type_codings: list[dict[str, Any]]) -> str:
@@ -355,6 +571,10 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value) if value and len(value) == 10 else None
 
 
+# The seconds of a FHIR dateTime: 60 (a leap second) is valid FHIR, and fhir.resources accepts it.
+_LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d:)60(?:\.\d+)?")
+
+
 def _datetime(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -362,5 +582,8 @@ def _datetime(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
     if len(value) < 10:
         return None
+    # A Python datetime cannot hold second 60. A leap second is the last instant of its minute,
+    # so it becomes :59.999999 of the same minute, day and offset (order is kept; no rollover).
+    value = _LEAP_SECOND.sub("59.999999", value, count=1)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,17 +1,26 @@
-"""Our own inbound types: what every adapter returns. No library's types leave `adapters`."""
+"""Our own inbound types and the one interface every adapter implements.
+
+No library's types leave `adapters`: an adapter turns its wire format into a `Submission` of
+entries (a claim about who a child is, a record about a child, or a rejected entry), and turns
+the gateway's `EntryOutcome`s back into its own response. The gateway never sees a Bundle.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem with a payload: where (FHIRPath-like), what kind, and what was expected.
+    """One problem with a payload: where (in the adapter's own path syntax), what kind, what was expected.
 
-    A message never echoes a submitted personal value such as a name or an NHS number.
+    `code` is a FHIR IssueType code (invalid, required, value, not-found, forbidden…), which
+    every adapter uses as its vocabulary of problems. A message never echoes a submitted
+    personal value such as a name or an NHS number.
     """
 
     severity: Literal["error", "warning", "information"]
@@ -38,7 +47,11 @@ class IdentityClaim:
 
 @dataclass(frozen=True)
 class InboundRecord:
-    """One shared fact about a child, normalised, with its original payload."""
+    """One shared fact about a child, normalised, with its original payload.
+
+    `kind` and `category` use the policy vocabulary (`policies.RecordKind`, `policies.CATEGORIES`);
+    the gateway refuses an entry whose kind or category it does not know.
+    """
 
     source_record_id: str
     source_version: str
@@ -47,39 +60,115 @@ class InboundRecord:
     occurred_at: datetime | None
     summary: str
     security_labels: frozenset[str]
-    status: str
+    entered_in_error: bool
     subject_ref: str
     payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
-class EntryResult:
-    """What one entry of a Bundle turned into: a claim, a record, or issues (then rejected)."""
+class ClaimEntry:
+    """An entry that says who a child is."""
 
     index: int
-    full_url: str | None
-    resource_type: str
-    claim: IdentityClaim | None
-    record: InboundRecord | None
-    issues: tuple[Issue, ...]
+    location: str
+    claim: IdentityClaim
 
 
 @dataclass(frozen=True)
-class ParsedBundle:
-    """A parsed Bundle: its type, its entries, and any Bundle-level issues."""
+class RecordEntry:
+    """An entry holding a record about a child; `subject_location` is where it names the child."""
 
-    bundle_type: str
-    entries: tuple[EntryResult, ...]
-    issues: tuple[Issue, ...]
+    index: int
+    location: str
+    subject_location: str
+    record: InboundRecord
 
 
 @dataclass(frozen=True)
-class EntryResponse:
-    """The outcome of one entry, for the response Bundle."""
+class RejectedEntry:
+    """An entry the adapter could not accept; `issues` say why."""
 
-    status: str
-    location: str | None
-    outcome_issues: tuple[Issue, ...] = ()
+    index: int
+    location: str
+    issues: tuple[Issue, ...]
+
+
+Entry = ClaimEntry | RecordEntry | RejectedEntry
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One push: its entries, whether they stand or fall together, and any push-level issues.
+
+    `label` names the push in the adapter's terms (a FHIR Bundle's type, "batch"…); the gateway
+    records it in the audit trail and hands the submission back to the adapter to render.
+    """
+
+    atomic: bool
+    label: str
+    entries: tuple[Entry, ...]
+    issues: tuple[Issue, ...] = ()
+
+
+class EntryStatus(StrEnum):
+    """What the gateway did with one entry."""
+
+    CREATED = "created"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    """The gateway's answer for one entry, in entry order."""
+
+    index: int
+    status: EntryStatus
+    issues: tuple[Issue, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A response in the adapter's own format."""
+
+    status_code: int
+    body: dict[str, Any]
+    media_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    """An inbound wire format: parse a push, render the answer, describe what it accepts.
+
+    Contract:
+    - `parse` is pure (no I/O, no database) and never raises anything but `AdapterError`:
+      a payload it cannot read at all raises `AdapterError` (or `TooManyEntries` when it has
+      more than `max_entries` entries); an entry it cannot accept becomes a `RejectedEntry`
+      with issues whose locations are in the adapter's own path syntax.
+    - `render` turns the outcomes of a parsed submission (one per entry, in entry order)
+      into the adapter's response; `render_error` turns a refusal into its error format.
+    - `describe` returns the document a source system reads to know what it may send (a FHIR
+      CapabilityStatement, a JSON Schema).
+    """
+
+    name: str
+    media_types: frozenset[str]
+
+    def parse(self, body: bytes, media_type: str, *, max_entries: int) -> Submission:
+        """Parse and validate a push."""
+        ...
+
+    def render(self, submission: Submission, outcomes: Sequence[EntryOutcome]) -> Rendered:
+        """Render the answer to a stored push."""
+        ...
+
+    def render_error(self, status_code: int, issues: Sequence[Issue]) -> Rendered:
+        """Render a refusal."""
+        ...
+
+    def describe(self, *, token_endpoint: str) -> dict[str, Any]:
+        """Return what this format accepts, for source systems."""
+        ...
 
 
 class AdapterError(Exception):
@@ -88,3 +177,7 @@ class AdapterError(Exception):
     def __init__(self, issues: tuple[Issue, ...] | list[Issue]) -> None:
         super().__init__("; ".join(f"{i.location}: {i.message}" for i in issues))
         self.issues = tuple(issues)
+
+
+class TooManyEntries(AdapterError):
+    """The payload has more entries than one push may carry."""

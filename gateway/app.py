@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
 
@@ -18,21 +16,13 @@ from gateway.kit.crypto import DataKeyring
 from gateway.kit.db import build_engine, build_sessionmaker
 from gateway.kit.errors import install_error_handlers
 from gateway.kit.logging import configure_logging
-from gateway.kit.telemetry import configure_tracing, install_request_spans
+from gateway.kit.telemetry import RequestMiddleware, configure_tracing
 from gateway.settings import Settings
 from policies import default_policy, load_policy
 
 # Routes reachable without a token. Everything else is mounted under an authenticated parent;
 # tests/gateway/test_routing.py fails if a route escapes both.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/oauth/token", "/fhir/R4/metadata"})
-
-
-def _without_native_telemetry() -> dict[str, object]:
-    # Recent FastAPI emits its own spans and metrics, which record the raw URL path and query
-    # (child ids, purposes). Ours are named by route template instead (kit/telemetry.py).
-    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
-        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
-    return {}
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -45,17 +35,19 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         title="MACPT data-sharing gateway",
         version="0.1.0",
         description="Interagency data-sharing and consent gateway for Multi-Agency Child Protection Teams.",
-        **_without_native_telemetry(),
+        # FastAPI's own spans and metrics record the raw URL path and query (child ids,
+        # purposes). Ours are named by route template instead (kit/telemetry.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.engine = engine or build_engine(settings.database_url)
+    app.state.engine = engine or build_engine(settings.database_url, settings.database_limits())
     app.state.sessionmaker = build_sessionmaker(app.state.engine)
     app.state.signing_keys = SigningKeys.load(settings.keys_dir)
     app.state.keyring = DataKeyring.load(settings.keys_dir)
     app.state.policy = load_policy(settings.policy_path) if settings.policy_path else default_policy()
 
     install_error_handlers(app)
-    install_request_spans(app)
+    app.add_middleware(RequestMiddleware)
 
     app.include_router(health_router)
     app.include_router(token_router)

@@ -69,8 +69,19 @@ def serve(
     """Serve the gateway (migrations must be at head)."""
     import uvicorn
 
-    _require_head(Settings())
-    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
+    from gateway.kit.logging import uvicorn_log_config
+
+    settings = Settings()
+    _require_head(settings)
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=uvicorn_log_config(settings.log_level),
+    )
 
 
 @app.command("demo")
@@ -96,7 +107,7 @@ def demo(
     settings = Settings()
     create_signing_key(settings.keys_dir)
     create_data_keys(settings.keys_dir)
-    engine = build_engine(settings.database_url)
+    engine = build_engine(settings.database_url, settings.database_limits())
     upgrade(engine)
     summary = load_demo(settings, engine, children=children, seed=seed)
     engine.dispose()
@@ -104,7 +115,16 @@ def demo(
     info_file.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     typer.echo(summary.describe(host=host, port=port))
     if not load_only:
-        uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, access_log=False)
+        from gateway.kit.logging import uvicorn_log_config
+
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=uvicorn_log_config(settings.log_level),
+        )
 
 
 @app.command("dev-token")
@@ -119,11 +139,18 @@ def dev_token(
     from gateway.auth.principal import Principal, PrincipalKind
     from gateway.auth.tokens import mint_access_token
 
+    from policies import Agency
+
     settings = Settings()
+    try:
+        known_agency = Agency(agency or Agency.HEALTH)
+    except ValueError:
+        typer.echo(f"--agency must be one of: {', '.join(Agency)}", err=True)
+        raise typer.Exit(code=2) from None
     if client:
-        principal = Principal(kind=PrincipalKind.CLIENT, subject=client, agency=agency or "health")
+        principal = Principal(kind=PrincipalKind.CLIENT, subject=client, agency=known_agency)
     elif subject and agency and role:
-        principal = Principal(kind=PrincipalKind.STAFF, subject=subject, agency=agency, role=role)
+        principal = Principal(kind=PrincipalKind.STAFF, subject=subject, agency=known_agency, role=role)
     else:
         typer.echo("give --subject, --agency and --role for staff, or --client for an agency system", err=True)
         raise typer.Exit(code=2)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.kit.db import DatabaseLimits
+
 
 class Settings(BaseSettings):
     """Everything the gateway needs to start; built in the app factory or the CLI."""
@@ -39,6 +41,33 @@ class Settings(BaseSettings):
     )
     service_name: str = "macpt-gateway"
     log_level: str = "INFO"
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest push body accepted, in bytes (413 beyond)."
+    )
+    max_bundle_entries: int = Field(
+        default=1000, ge=1, description="Most entries one push may carry (413 beyond); split larger loads."
+    )
+    db_lock_timeout_ms: int = Field(default=5_000, ge=100, description="PostgreSQL lock_timeout.")
+    db_statement_timeout_ms: int = Field(default=30_000, ge=1000, description="PostgreSQL statement_timeout.")
+    db_idle_in_transaction_timeout_ms: int = Field(
+        default=60_000, ge=1000, description="PostgreSQL idle_in_transaction_session_timeout."
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=30_000, ge=100, description="How long a SQLite writer waits for the one write lock."
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Connections per worker process (as many again on overflow).")
+    db_pool_timeout_s: int = Field(default=10, ge=1, description="Longest wait for a pooled connection.")
+
+    def database_limits(self) -> DatabaseLimits:
+        """Return how long the gateway waits on its database."""
+        return DatabaseLimits(
+            lock_timeout_ms=self.db_lock_timeout_ms,
+            statement_timeout_ms=self.db_statement_timeout_ms,
+            idle_in_transaction_timeout_ms=self.db_idle_in_transaction_timeout_ms,
+            sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
+            pool_size=self.db_pool_size,
+            pool_timeout_s=self.db_pool_timeout_s,
+        )
 
     @field_validator("database_url")
     @classmethod

@@ -1,10 +1,12 @@
 """The policy engine: who may see what of a child, for which purpose, and why."""
 
-from .engine import decide, decide_all
+from .engine import decide
 from .isa import Policy, PolicyError, Rule, default_policy, load_policy, load_policy_text
 from .model import (
     AGENCIES,
     CATEGORIES,
+    Agency,
+    CaseStatus,
     ConsentFact,
     ConsentState,
     ConsentStatus,
@@ -12,13 +14,18 @@ from .model import (
     DecisionKind,
     ItemFacts,
     Purpose,
+    RecordKind,
+    RecordStatus,
     Relationship,
     Viewer,
+    member_to_ask,
 )
 
 __all__ = [
     "AGENCIES",
     "CATEGORIES",
+    "Agency",
+    "CaseStatus",
     "ConsentFact",
     "ConsentState",
     "ConsentStatus",
@@ -28,12 +35,14 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Purpose",
+    "RecordKind",
+    "RecordStatus",
     "Relationship",
     "Rule",
     "Viewer",
     "decide",
-    "decide_all",
     "default_policy",
     "load_policy",
     "load_policy_text",
+    "member_to_ask",
 ]

@@ -7,16 +7,18 @@ and when every voter abstains, nothing is disclosed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from .isa import Policy, Rule
 from .model import (
+    Agency,
     ConsentState,
     ConsentStatus,
     Decision,
     DecisionKind,
     ItemFacts,
     Purpose,
+    RecordStatus,
     Relationship,
     Viewer,
     member_to_ask,
@@ -60,11 +62,11 @@ def _no_relationship(ctx: _Context) -> Decision | None:
 
 
 def _record_status(ctx: _Context) -> Decision | None:
-    if ctx.item.status == "entered_in_error":
+    if ctx.item.status is RecordStatus.ENTERED_IN_ERROR:
         return ctx.withhold(
             DecisionKind.WITHHOLD_SILENTLY, "builtin.entered-in-error", "The source retracted this record as entered in error."
         )
-    if ctx.item.status == "superseded":
+    if ctx.item.status is RecordStatus.SUPERSEDED:
         return ctx.withhold(
             DecisionKind.WITHHOLD_SILENTLY, "builtin.superseded", "A newer version of this record is shown instead."
         )
@@ -113,7 +115,7 @@ def _police_handling(ctx: _Context) -> Decision | None:
             "builtin.police-handling-c",
             "The police hold further information about this child that is shared only under conditions "
             "(3x5x2 handling code C).",
-            member_to_ask("police"),
+            member_to_ask(Agency.POLICE),
         )
     return None
 
@@ -214,9 +216,3 @@ def decide(policy: Policy, *, viewer: Viewer, purpose: Purpose, item: ItemFacts,
             return decision
     return _default_deny(ctx)
 
-
-def decide_all(
-    policy: Policy, *, viewer: Viewer, purpose: Purpose, items: Iterable[ItemFacts], consent: ConsentState
-) -> list[Decision]:
-    """Decide every item, in order."""
-    return [decide(policy, viewer=viewer, purpose=purpose, item=item, consent=consent) for item in items]

@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .model import AGENCIES, CATEGORIES, DecisionKind, Purpose, Relationship
+from .model import AGENCIES, CATEGORIES, Agency, DecisionKind, Purpose, Relationship
 
 
 class PolicyError(ValueError):
@@ -24,9 +24,9 @@ class Rule(BaseModel):
     id: str = Field(min_length=1)
     description: str
     purposes: tuple[Purpose, ...] = Field(min_length=1)
-    source_agencies: tuple[str, ...] = Field(min_length=1)
+    source_agencies: tuple[Agency, ...] = Field(min_length=1)
     categories: tuple[str, ...] = Field(min_length=1)
-    viewer_agencies: tuple[str, ...] = Field(min_length=1)
+    viewer_agencies: tuple[Agency, ...] = Field(min_length=1)
     viewer_relationships: tuple[Relationship, ...] = (Relationship.ALLOCATED_TEAM,)
     requires_consent: bool = False
     decision: Literal[DecisionKind.DISCLOSE, DecisionKind.REDACT]
@@ -34,10 +34,12 @@ class Rule(BaseModel):
     lawful_basis: str
     reason: str = Field(min_length=1)
 
-    @field_validator("source_agencies", "viewer_agencies")
+    @field_validator("source_agencies", "viewer_agencies", mode="before")
     @classmethod
-    def _known_agencies(cls, agencies: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(agencies) - AGENCIES)
+    def _known_agencies(cls, agencies: object) -> object:
+        # Before pydantic's own enum check, so that the message names the unknown agency.
+        listed = agencies if isinstance(agencies, list | tuple) else ()
+        unknown = sorted({str(a) for a in listed} - AGENCIES)
         if unknown:
             raise ValueError(f"unknown agency {unknown[0]!r}; expected one of {sorted(AGENCIES)}")
         return agencies

@@ -38,7 +38,44 @@ class ConsentStatus(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-AGENCIES = frozenset({"health", "police", "education", "social_care"})
+class Agency(StrEnum):
+    """The agencies of a safeguarding partnership; every client and staff member belongs to one."""
+
+    HEALTH = "health"
+    POLICE = "police"
+    EDUCATION = "education"
+    SOCIAL_CARE = "social_care"
+
+
+class RecordStatus(StrEnum):
+    """Lifecycle of a stored version of a source record (an item or an identity)."""
+
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+    ENTERED_IN_ERROR = "entered_in_error"
+
+
+class CaseStatus(StrEnum):
+    """Whether a child's allocation to a team is in force."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class RecordKind(StrEnum):
+    """What a source pushes (ARCHITECTURE.md §6); a client is registered for some of these.
+
+    `identity` is a source's claim about who a child is (a FHIR Patient, a police Person, a
+    school's pupil record); the others are items. Members are added as adapters learn each kind.
+    """
+
+    IDENTITY = "identity"
+    ENCOUNTER = "encounter"
+    INCIDENT = "incident"
+    ENROLMENT = "enrolment"
+
+
+AGENCIES = frozenset(Agency)
 
 # The first category vocabulary: `<agency>.<kind of fact>`. ISA rules name these.
 CATEGORIES = frozenset(
@@ -70,7 +107,7 @@ CATEGORIES = frozenset(
 class Viewer:
     """Who is looking: their agency, role, and relationship to the child."""
 
-    agency: str
+    agency: Agency
     role: str
     relationship: Relationship
 
@@ -80,12 +117,12 @@ class ItemFacts:
     """What the engine may know of an item: never its contents."""
 
     item_id: str
-    agency: str
-    kind: str
+    agency: Agency
+    kind: RecordKind
     category: str
     security_labels: frozenset[str] = frozenset()
     police_handling_code: str | None = None
-    status: str = "current"
+    status: RecordStatus = RecordStatus.CURRENT
     detrimental: bool = False
 
 
@@ -95,10 +132,10 @@ class ConsentFact:
 
     status: ConsentStatus
     purpose: Purpose
-    agencies: frozenset[str]
+    agencies: frozenset[Agency]
     categories: frozenset[str] = frozenset()
 
-    def covers(self, purpose: Purpose, agency: str, category: str) -> bool:
+    def covers(self, purpose: Purpose, agency: Agency, category: str) -> bool:
         """Say whether this decision speaks of that purpose, agency and category."""
         return (
             self.purpose is purpose
@@ -113,7 +150,7 @@ class ConsentState:
 
     facts: tuple[ConsentFact, ...] = ()
 
-    def status_for(self, purpose: Purpose, agency: str, category: str) -> ConsentStatus | None:
+    def status_for(self, purpose: Purpose, agency: Agency, category: str) -> ConsentStatus | None:
         """Return the newest decision that covers this purpose, agency and category, if any."""
         for fact in self.facts:
             if fact.covers(purpose, agency, category):
@@ -140,15 +177,15 @@ class Decision:
 
 
 AGENCY_MEMBER = {
-    "health": "the health member of the MACPT",
-    "police": "the police member of the MACPT",
-    "education": "the education member of the MACPT",
-    "social_care": "the lead child protection practitioner",
+    Agency.HEALTH: "the health member of the MACPT",
+    Agency.POLICE: "the police member of the MACPT",
+    Agency.EDUCATION: "the education member of the MACPT",
+    Agency.SOCIAL_CARE: "the lead child protection practitioner",
 }
 
 
-def member_to_ask(agency: str) -> str:
+def member_to_ask(agency: Agency) -> str:
     """Return whom a viewer should ask about an agency's withheld information."""
-    return AGENCY_MEMBER.get(agency, f"the {agency} member of the MACPT")
+    return AGENCY_MEMBER[agency]
 
 

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import install_append_only_guard
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway.app import create_app
 from gateway.auth.keys import SigningKeys, create_signing_key
 from gateway.kit.crypto import DataKeyring, create_data_keys
-from gateway.kit.db import build_engine
+from gateway.kit.db import build_engine, configure_sessionmaker
 from gateway.kit.migrate import upgrade
 from gateway.settings import Settings
 
@@ -101,11 +100,9 @@ def connection(engine: Engine) -> Iterator[Connection]:
 @pytest.fixture
 def test_sessionmaker(connection: Connection) -> sessionmaker[Session]:
     """Return a session factory whose commits only release savepoints of the test's transaction."""
-    factory = sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
+    return configure_sessionmaker(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False)
     )
-    install_append_only_guard(factory)
-    return factory
 
 
 @pytest.fixture

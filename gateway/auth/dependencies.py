@@ -5,56 +5,68 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.kit.errors import GatewayError
+from gateway.kit.auditor import Auditor
+from gateway.kit.context import AppSettings, auditor_for
+from gateway.kit.db import DbSession
+from gateway.kit.errors import Forbidden, NotAuthenticated
 
+from .keys import SigningKeys
 from .principal import Principal, PrincipalKind
 from .tokens import InvalidToken, verify_access_token
 
-
-def _unauthorised(detail: str) -> GatewayError:
-    return GatewayError(
-        401,
-        "Not authenticated",
-        detail,
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        fhir_code="login",
-    )
+# auto_error=False: a missing token is ours to refuse (401 in the route's own format); the
+# scheme is declared so that the OpenAPI document says how to authenticate.
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /oauth/token, or a staff token.")
 
 
-def authenticate(request: Request) -> Principal:
+async def get_signing_keys(request: Request) -> SigningKeys:
+    """Return the keys that sign and verify access tokens."""
+    keys: SigningKeys = request.app.state.signing_keys
+    return keys
+
+
+SigningKeySet = Annotated[SigningKeys, Depends(get_signing_keys)]
+
+
+def authenticate(
+    settings: AppSettings,
+    keys: SigningKeySet,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
     """Return the verified principal of the request's bearer token, or refuse with 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorised("An `Authorization: Bearer <token>` header is required.")
-    settings = request.app.state.settings
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
+        raise NotAuthenticated("An `Authorization: Bearer <token>` header is required.")
     try:
         return verify_access_token(
-            request.app.state.signing_keys,
-            token=token.strip(),
-            issuer=settings.issuer,
-            audience=settings.audience,
+            keys, token=credentials.credentials.strip(), issuer=settings.issuer, audience=settings.audience
         )
     except InvalidToken as exc:
-        raise _unauthorised(str(exc)) from None
+        raise NotAuthenticated(str(exc)) from None
 
 
-def require_staff(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def require_staff(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """Let only staff through."""
     if principal.kind is not PrincipalKind.STAFF:
-        raise GatewayError(403, "Forbidden", "This endpoint is for MACPT staff, not agency systems.",
-                           fhir_code="forbidden")
+        raise Forbidden("This endpoint is for MACPT staff, not agency systems.")
     return principal
 
 
-def require_client(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def require_client(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """Let only registered agency systems through."""
     if principal.kind is not PrincipalKind.CLIENT:
-        raise GatewayError(403, "Forbidden", "This endpoint is for agency systems, not staff.",
-                           fhir_code="forbidden")
+        raise Forbidden("This endpoint is for agency systems, not staff.")
     return principal
+
+
+async def get_auditor(
+    request: Request, session: DbSession, principal: Annotated[Principal, Depends(authenticate)]
+) -> Auditor:
+    """Return the request's auditor, acting as the authenticated caller."""
+    return auditor_for(request, session, principal.actor())
 
 
 StaffPrincipal = Annotated[Principal, Depends(require_staff)]
 ClientPrincipal = Annotated[Principal, Depends(require_client)]
+CallerAuditor = Annotated[Auditor, Depends(get_auditor)]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet
+
+from gateway.kit.secrets import write_secret_file
 
 SIGNING_KEY_FILE = "token-signing.jwk"
 TOKEN_ALGORITHM = "ES384"
@@ -35,17 +36,14 @@ class SigningKeys:
 
     def public_jwks(self) -> dict[str, Any]:
         """Return the public JWKS, for anyone who must verify our tokens."""
-        return self.verification.as_dict(private=False)
+        return dict(self.verification.as_dict(private=False))
 
 
 def create_signing_key(keys_dir: Path) -> Path | None:
     """Create the token-signing key if missing; return its path when created."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
     path = keys_dir / SIGNING_KEY_FILE
     if path.exists():
         return None
     key = ECKey.generate_key("P-384", private=True, auto_kid=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(key.as_dict(private=True), handle)
+    write_secret_file(path, json.dumps(key.as_dict(private=True)).encode())
     return path

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from audit import Actor, ActorType
+from policies import Agency
 
 
 class PrincipalKind(StrEnum):
@@ -21,7 +22,7 @@ class Principal:
 
     kind: PrincipalKind
     subject: str
-    agency: str
+    agency: Agency
     role: str | None = None
 
     def actor(self) -> Actor:

@@ -6,15 +6,19 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from audit import Actor, ActorType, AuditAction, AuditRecord, Outcome, record
+from audit import Actor, ActorType, AuditAction, Outcome
+from gateway.kit.auditor import Auditor
+from gateway.kit.errors import GatewayError
 from gateway.models import Client, UsedAssertion
+from gateway.settings import Settings
 
 from .keys import SigningKeys
 from .principal import Principal, PrincipalKind
@@ -26,13 +30,15 @@ MAX_ASSERTION_LIFETIME_SECONDS = 300
 CLIENT_SCOPE = "system/*.write"
 
 
-@dataclass(frozen=True)
-class TokenRefused(Exception):
-    """The token request is refused; `error` is the RFC 6749 code."""
+class TokenRefused(GatewayError):
+    """The token request is refused; `oauth_error` is the RFC 6749 §5.2 code."""
 
-    error: str
-    description: str
-    status: int = 400
+    title, fhir_code = "Token request refused", "security"
+
+    def __init__(self, oauth_error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.oauth_error = oauth_error
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -47,49 +53,39 @@ class IssuedToken:
 def issue_client_token(
     session: Session,
     *,
+    auditor: Auditor,
     keys: SigningKeys,
-    issuer: str,
-    audience: str,
-    token_endpoint: str,
-    ttl_seconds: int,
+    settings: Settings,
     grant_type: str | None,
     client_assertion_type: str | None,
     client_assertion: str | None,
-    request_id: str | None = None,
 ) -> IssuedToken:
     """Verify a client's signed assertion and mint its access token; audit either outcome."""
     claimed_client = "unknown"
     try:
         claimed_client, client = _check_request(session, grant_type, client_assertion_type, client_assertion)
-        expires_at, jti = _verify_assertion(session, client, client_assertion or "", token_endpoint)
+        expires_at, jti = _verify_assertion(session, client, client_assertion or "", settings.token_endpoint)
     except TokenRefused as refused:
-        record(
-            session,
-            AuditRecord(
-                action=AuditAction.CLIENT_TOKEN_REFUSED,
-                actor=Actor(type=ActorType.CLIENT, id=claimed_client[:128]),
-                outcome=Outcome.DENIED,
-                detail={"error": refused.error},
-                request_id=request_id,
-            ),
-        )
-        raise
+        raise auditor.refuse(
+            refused,
+            AuditAction.CLIENT_TOKEN_REFUSED,
+            actor=Actor(type=ActorType.CLIENT, id=claimed_client[:128]),
+            detail={"error": refused.oauth_error},
+        ) from None
     session.add(UsedAssertion(client_id=client.id, jti=jti, expires_at=datetime.fromtimestamp(expires_at, UTC)))
     principal = Principal(kind=PrincipalKind.CLIENT, subject=client.id, agency=client.agency)
+    ttl = settings.access_token_ttl_seconds
     token = mint_access_token(
-        keys, issuer=issuer, audience=audience, principal=principal, ttl_seconds=ttl_seconds, scope=CLIENT_SCOPE
+        keys,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        principal=principal,
+        ttl_seconds=ttl,
+        scope=CLIENT_SCOPE,
     )
-    record(
-        session,
-        AuditRecord(
-            action=AuditAction.CLIENT_TOKEN_ISSUED,
-            actor=principal.actor(),
-            outcome=Outcome.SUCCESS,
-            request_id=request_id,
-        ),
-    )
+    auditor.record(AuditAction.CLIENT_TOKEN_ISSUED, Outcome.SUCCESS, actor=principal.actor())
     session.flush()
-    return IssuedToken(access_token=token, expires_in=ttl_seconds, scope=CLIENT_SCOPE)
+    return IssuedToken(access_token=token, expires_in=ttl, scope=CLIENT_SCOPE)
 
 
 def _check_request(
@@ -117,7 +113,8 @@ def _check_request(
 
 def _verify_assertion(session: Session, client: Client, assertion: str, token_endpoint: str) -> tuple[int, str]:
     try:
-        decoded = jwt.decode(assertion, KeySet.import_key_set(client.jwks), algorithms=list(ASSERTION_ALGORITHMS))
+        keys = KeySet.import_key_set(cast(KeySetSerialization, client.jwks))
+        decoded = jwt.decode(assertion, keys, algorithms=list(ASSERTION_ALGORITHMS))
     except (JoseError, ValueError):
         raise TokenRefused(
             "invalid_client",

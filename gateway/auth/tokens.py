@@ -9,6 +9,8 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from policies import Agency
+
 from .keys import TOKEN_ALGORITHM, SigningKeys
 from .principal import Principal, PrincipalKind
 
@@ -70,12 +72,13 @@ def verify_access_token(keys: SigningKeys, *, token: str, issuer: str, audience:
         raise InvalidToken(f"the token was refused: {exc.description or exc.error}") from exc
     claims = decoded.claims
     try:
-        kind = PrincipalKind(claims.get("gateway_kind"))
+        kind = PrincipalKind(str(claims.get("gateway_kind")))
     except ValueError:
         raise InvalidToken("the token does not say whether it is for staff or a client") from None
-    agency = claims.get("agency")
-    if not isinstance(agency, str) or not agency:
-        raise InvalidToken("the token names no agency")
+    try:
+        agency = Agency(str(claims.get("agency")))
+    except ValueError:
+        raise InvalidToken(f"the token must name one agency of {', '.join(Agency)}") from None
     role = claims.get("role")
     if kind is PrincipalKind.STAFF and not role:
         raise InvalidToken("a staff token must name a role")

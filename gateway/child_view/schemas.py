@@ -5,14 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies import Agency, ConsentStatus, DecisionKind, Purpose, RecordKind, RecordStatus, Relationship
 
 
 class SourceRead(BaseModel):
     """Which agency system a fact came from."""
 
-    agency: str = Field(description="health, police, education or social_care.")
-    client_id: str = Field(description="The registered source system.")
+    model_config = ConfigDict(from_attributes=True)
+
+    agency: Agency = Field(description="The source's agency.")
+    client_id: str = Field(validation_alias="id", description="The registered source system.")
     name: str = Field(description="The source system's name, e.g. the trust's EPR.")
 
 
@@ -28,7 +32,7 @@ class IdentityRead(BaseModel):
     postcode: str | None
     address_lines: list[str]
     received_at: datetime = Field(description="When the gateway received this version.")
-    link_method: str = Field(description="How it was linked: nhs_number, upn, scored or manual.")
+    link_method: str = Field(description="How it was linked (nhs_number; upn, scored and manual to come).")
 
 
 class ConflictValue(BaseModel):
@@ -48,17 +52,17 @@ class ConflictRead(BaseModel):
 class TeamRead(BaseModel):
     """The MACPT team allocated to the child."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     name: str
     local_authority: str
 
 
 class KeyFactsRead(BaseModel):
-    """The facts a strategy meeting needs first; null means no source has said."""
+    """The facts a strategy meeting needs first (CP-IS flags join them with the health adapter)."""
 
-    child_protection_plan: bool | None = Field(description="On a child protection plan (CP-IS flag).")
-    looked_after: bool | None = Field(description="Looked after by a local authority (CP-IS flag).")
-    open_case: bool
+    open_case: bool = Field(description="The child has an open case with the allocated team.")
     allocated_team: TeamRead
     lead_practitioner: str | None
 
@@ -66,7 +70,7 @@ class KeyFactsRead(BaseModel):
 class DecisionRead(BaseModel):
     """What decided an item's disclosure, and on what basis."""
 
-    kind: str = Field(description="disclose, redact, indicate or withhold_silently.")
+    kind: DecisionKind
     rule_id: str
     policy_version: str
     lawful_basis: str | None
@@ -78,11 +82,11 @@ class TimelineEntry(BaseModel):
 
     item_id: uuid.UUID
     source: SourceRead
-    kind: str
+    kind: RecordKind
     category: str
     occurred_at: datetime | None
     received_at: datetime
-    status: str
+    status: RecordStatus
     summary: str
     redacted_fields: list[str]
     decision: DecisionRead
@@ -91,7 +95,7 @@ class TimelineEntry(BaseModel):
 class WithheldRead(BaseModel):
     """Items withheld for one reason, where the rule says the viewer is to be told."""
 
-    agency: str
+    agency: Agency
     reason: str
     ask: str | None = Field(description="Whom to ask about the withheld information.")
     rule_id: str
@@ -101,10 +105,12 @@ class WithheldRead(BaseModel):
 class ConsentRead(BaseModel):
     """A recorded consent decision."""
 
-    status: str
-    purpose: str
+    model_config = ConfigDict(from_attributes=True)
+
+    status: ConsentStatus
+    purpose: Purpose
     given_by: str
-    agencies: list[str]
+    agencies: list[Agency]
     categories: list[str]
     recorded_at: datetime
 
@@ -112,7 +118,9 @@ class ConsentRead(BaseModel):
 class OverrideRead(BaseModel):
     """A recorded decision to share without or against consent."""
 
-    agencies: list[str]
+    model_config = ConfigDict(from_attributes=True)
+
+    agencies: list[Agency]
     categories: list[str]
     lawful_basis: str
     decided_by: str
@@ -135,17 +143,19 @@ class PolicyRead(BaseModel):
 
 
 class ChildViewRead(BaseModel):
-    """One child, one purpose: identities, key facts, timeline, people, consent, withheld."""
+    """One child, one purpose: identities, key facts, timeline, consent, withheld.
+
+    The people linked to the child join the view when related persons are linked (a later stage).
+    """
 
     child_id: uuid.UUID
-    purpose: str
+    purpose: Purpose
     generated_at: datetime
     policy: PolicyRead
-    relationship: str = Field(description="Why the viewer may see this child, e.g. allocated_team.")
+    relationship: Relationship = Field(description="Why the viewer may see this child.")
     identities: list[IdentityRead]
     conflicts: list[ConflictRead]
     key_facts: KeyFactsRead
     timeline: list[TimelineEntry] = Field(description="Disclosed items, newest first.")
-    people: list[dict[str, str]] = Field(description="People linked to the child (filled by a later stage).")
     consent: ConsentStateRead
     withheld: list[WithheldRead]

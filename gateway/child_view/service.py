@@ -1,26 +1,39 @@
-"""Assemble the merged view of a child: decide every item, show what may be shown, audit it."""
+"""The merged view of a child, in four steps: load, decide, project, audit.
+
+- load: the child's aggregate from the repository, through the access that opened it;
+- decide: one policy Decision per item (pure: no I/O);
+- project: the response, showing only what the decisions let the viewer see;
+- audit: one event naming every item's decision and the rule that took it.
+
+Later capabilities extend one step each: people and key facts extend load and project,
+overrides and break-glass extend decide, disclosures extend audit.
+"""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opentelemetry import trace
 from sqlalchemy.orm import Session
 
-from audit import AuditAction, AuditRecord, ItemDecisionRef, Outcome, record
+from adapters import IdentityClaim
+from audit import AuditAction, ItemDecisionRef, Outcome
 from gateway.auth.principal import Principal
+from gateway.cases import repository as cases_repository
+from gateway.cases.access import ChildAccess
 from gateway.cases.service import require_child_access
-from gateway.identity import repository as identity_repository
-from gateway.identity.service import read_claim
-from gateway.kit.crypto import DataKeyring, unseal
-from gateway.models import Child, Client, Item
+from gateway.identity.service import get_linked_identities, read_claim
+from gateway.kit.auditor import Auditor
+from gateway.kit.crypto import ChildErased, DataKeyring, unseal_value
+from gateway.models import Case, Client, Consent, Identity, Item, ItemContent, Link, Override, Team
 from policies import (
+    Agency,
+    CaseStatus,
     ConsentFact,
     ConsentState,
-    ConsentStatus,
     Decision,
     DecisionKind,
     ItemFacts,
@@ -53,125 +66,144 @@ tracer = trace.get_tracer("gateway.child_view")
 # Identity fields compared across sources; a difference is a conflict worth a practitioner's eye.
 CONFLICT_FIELDS = ("nhs_number", "family_name", "given_names", "birth_date", "sex", "postcode")
 
+Decisions = dict[uuid.UUID, Decision]
+
+
+@dataclass(frozen=True)
+class ChildAggregate:
+    """Everything the view of one child is made from, loaded once."""
+
+    access: ChildAccess
+    data_key: bytes
+    case: Case
+    team: Team
+    identities: list[tuple[Identity, IdentityClaim]]
+    links: dict[uuid.UUID, Link]
+    items: list[Item]
+    clients: dict[str, Client]
+    consents: list[Consent]
+    overrides: list[Override]
+
 
 def get(
     session: Session,
     principal: Principal,
     *,
+    auditor: Auditor,
     keyring: DataKeyring,
     policy: Policy,
     child_id: uuid.UUID,
     purpose: Purpose,
-    request_id: str | None = None,
 ) -> ChildViewRead:
     """Return the merged view of a child for a purpose, auditing every item's decision."""
     with tracer.start_as_current_span("view") as span:
         span.set_attribute("gateway.purpose", purpose.value)
-        access = require_child_access(
-            session, principal, child_id=child_id, purpose=purpose.value, request_id=request_id
-        )
-        child = session.get(Child, child_id)
-        if child is None or child.wrapped_data_key is None:
-            raise LookupError("an allocated child has no data key")  # erased: a later stage handles this
-        data_key = keyring.unwrap(child.wrapped_data_key)
+        access = require_child_access(session, principal, auditor=auditor, child_id=child_id, purpose=purpose)
+        try:
+            aggregate = load(session, access, keyring=keyring)
+        except ChildErased as erased:
+            raise auditor.refuse(
+                erased, AuditAction.STAFF_VIEW_REFUSED, child_id=child_id, purpose=purpose, detail={"reason": "erased"}
+            ) from None
+        with tracer.start_as_current_span("decide") as decide_span:
+            decisions = decide_items(aggregate, policy=policy, purpose=purpose)
+            decide_span.set_attribute("gateway.items_decided", len(decisions))
+        view = project(aggregate, decisions, policy=policy, purpose=purpose)
+        with tracer.start_as_current_span("audit"):
+            audit_view(auditor, aggregate, decisions, policy=policy, purpose=purpose)
+        return view
 
-        identities = identity_repository.get_linked_identities(session, child_id=child_id)
-        items = repository.get_items(session, child_id=child_id)
+
+def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> ChildAggregate:
+    """Load the child's aggregate; raise ChildErased when its key has been destroyed."""
+    with tracer.start_as_current_span("load"):
+        data_key = keyring.unwrap(repository.get_child(session, access).wrapped_data_key)
+        case, team = cases_repository.get_allocation(session, access)
+        identities = get_linked_identities(session, access)
+        items = repository.get_items(session, access)
         clients = repository.get_clients(
             session, client_ids={i.client_id for i in identities} | {i.client_id for i in items}
         )
-        consents = repository.get_consents(session, child_id=child_id)
-        overrides = repository.get_overrides(session, child_id=child_id)
-        viewer = Viewer(agency=access.member.agency, role=access.member.role, relationship=access.relationship)
-        consent_state = ConsentState(
-            facts=tuple(
-                ConsentFact(
-                    status=ConsentStatus(c.status),
-                    purpose=Purpose(c.purpose),
-                    agencies=frozenset(c.agencies),
-                    categories=frozenset(c.categories),
-                )
-                for c in consents
-            )
+        return ChildAggregate(
+            access=access,
+            data_key=data_key,
+            case=case,
+            team=team,
+            identities=[(identity, read_claim(data_key, identity)) for identity in identities],
+            links=repository.get_links(session, access),
+            items=items,
+            clients=clients,
+            consents=repository.get_consents(session, access),
+            overrides=repository.get_overrides(session, access),
         )
 
-        with tracer.start_as_current_span("decide") as decide_span:
-            decisions = {
-                item.id: decide(policy, viewer=viewer, purpose=purpose, item=_facts(item), consent=consent_state)
-                for item in items
-            }
-            decide_span.set_attribute("gateway.items_decided", len(decisions))
 
-        shown = [item for item in items if decisions[item.id].shown]
-        shown.sort(key=_newest_first)
-        identity_reads = _identities(session, keyring, child, identities, clients)
-        view = ChildViewRead(
-            child_id=child_id,
-            purpose=purpose.value,
+def decide_items(aggregate: ChildAggregate, *, policy: Policy, purpose: Purpose) -> Decisions:
+    """Decide what the viewer may see of every item (pure)."""
+    access = aggregate.access
+    viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
+    consent = ConsentState(
+        facts=tuple(
+            ConsentFact(
+                status=c.status,
+                purpose=c.purpose,
+                agencies=frozenset(Agency(a) for a in c.agencies),
+                categories=frozenset(c.categories),
+            )
+            for c in aggregate.consents
+        )
+    )
+    return {
+        item.id: decide(policy, viewer=viewer, purpose=purpose, item=_facts(item), consent=consent)
+        for item in aggregate.items
+    }
+
+
+def project(aggregate: ChildAggregate, decisions: Decisions, *, policy: Policy, purpose: Purpose) -> ChildViewRead:
+    """Build the response: only what the decisions show, unsealed only when shown."""
+    with tracer.start_as_current_span("project"):
+        shown = sorted((item for item in aggregate.items if decisions[item.id].shown), key=_newest_first)
+        identities = [_identity(aggregate, identity, claim) for identity, claim in aggregate.identities]
+        return ChildViewRead(
+            child_id=aggregate.access.child_id,
+            purpose=purpose,
             generated_at=datetime.now(UTC),
             policy=PolicyRead(id=policy.id, version=policy.version),
-            relationship=access.relationship.value,
-            identities=identity_reads,
-            conflicts=_conflicts(identity_reads),
+            relationship=aggregate.access.relationship,
+            identities=identities,
+            conflicts=_conflicts(identities),
             key_facts=KeyFactsRead(
-                child_protection_plan=None,
-                looked_after=None,
-                open_case=access.case.status == "open",
-                allocated_team=TeamRead(
-                    id=access.team.id, name=access.team.name, local_authority=access.team.local_authority
-                ),
-                lead_practitioner=access.case.lead_practitioner,
+                open_case=aggregate.case.status is CaseStatus.OPEN,
+                allocated_team=TeamRead.model_validate(aggregate.team),
+                lead_practitioner=aggregate.case.lead_practitioner,
             ),
-            timeline=[_timeline_entry(item, decisions[item.id], clients, data_key) for item in shown],
-            people=[],
+            timeline=[_timeline_entry(aggregate, item, decisions[item.id]) for item in shown],
             consent=ConsentStateRead(
-                records=[
-                    ConsentRead(
-                        status=c.status,
-                        purpose=c.purpose,
-                        given_by=c.given_by,
-                        agencies=c.agencies,
-                        categories=c.categories,
-                        recorded_at=c.recorded_at,
-                    )
-                    for c in consents
-                ],
-                overrides=[
-                    OverrideRead(
-                        agencies=o.agencies,
-                        categories=o.categories,
-                        lawful_basis=o.lawful_basis,
-                        decided_by=o.decided_by,
-                        approved_by=o.approved_by,
-                        expires_at=o.expires_at,
-                    )
-                    for o in overrides
-                ],
+                records=[ConsentRead.model_validate(c) for c in aggregate.consents],
+                overrides=[OverrideRead.model_validate(o) for o in aggregate.overrides],
             ),
-            withheld=_withheld(items, decisions),
+            withheld=_withheld(aggregate.items, decisions),
         )
 
-        with tracer.start_as_current_span("audit"):
-            bases = sorted({d.lawful_basis for d in decisions.values() if d.shown and d.lawful_basis})
-            record(
-                session,
-                AuditRecord(
-                    action=AuditAction.STAFF_VIEW_OPENED,
-                    actor=principal.actor(),
-                    outcome=Outcome.SUCCESS,
-                    child_id=child_id,
-                    purpose=purpose.value,
-                    lawful_basis="; ".join(bases) or None,
-                    policy_version=f"{policy.id}@{policy.version}",
-                    items=[
-                        ItemDecisionRef(item=item_id, decision=d.kind.value, rule=d.rule_id)
-                        for item_id, d in sorted(decisions.items(), key=lambda pair: str(pair[0]))
-                    ],
-                    detail={"relationship": access.relationship.value, "team_id": str(access.team.id)},
-                    request_id=request_id,
-                ),
-            )
-        return view
+
+def audit_view(
+    auditor: Auditor, aggregate: ChildAggregate, decisions: Decisions, *, policy: Policy, purpose: Purpose
+) -> None:
+    """Record the view: every item's decision and rule, and the lawful bases of what was shown."""
+    bases = sorted({d.lawful_basis for d in decisions.values() if d.shown and d.lawful_basis})
+    auditor.record(
+        AuditAction.STAFF_VIEW_OPENED,
+        Outcome.SUCCESS,
+        child_id=aggregate.access.child_id,
+        purpose=purpose,
+        lawful_basis="; ".join(bases) or None,
+        policy_version=f"{policy.id}@{policy.version}",
+        items=[
+            ItemDecisionRef(item=item_id, decision=d.kind.value, rule=d.rule_id)
+            for item_id, d in sorted(decisions.items(), key=lambda pair: str(pair[0]))
+        ],
+        detail={"relationship": aggregate.access.relationship.value, "team_id": str(aggregate.team.id)},
+    )
 
 
 def _facts(item: Item) -> ItemFacts:
@@ -192,30 +224,19 @@ def _newest_first(item: Item) -> tuple[float, float]:
     return (-occurred.timestamp(), -item.received_at.timestamp())
 
 
-def _source(client: Client) -> SourceRead:
-    return SourceRead(agency=client.agency, client_id=client.id, name=client.name)
-
-
-def _identities(session, keyring, child, identities, clients) -> list[IdentityRead]:  # type: ignore[no-untyped-def]
-    links = repository.get_links(session, identity_ids=[i.id for i in identities])
-    reads = []
-    for identity in identities:
-        claim = read_claim(keyring, child=child, identity=identity)
-        reads.append(
-            IdentityRead(
-                source=_source(clients[identity.client_id]),
-                nhs_number=claim.nhs_number,
-                given_names=list(claim.given_names),
-                family_name=claim.family_name,
-                birth_date=claim.birth_date,
-                sex=claim.sex,
-                postcode=claim.postcode,
-                address_lines=list(claim.address_lines),
-                received_at=identity.received_at,
-                link_method=links[identity.id].method,
-            )
-        )
-    return reads
+def _identity(aggregate: ChildAggregate, identity: Identity, claim: IdentityClaim) -> IdentityRead:
+    return IdentityRead(
+        source=SourceRead.model_validate(aggregate.clients[identity.client_id]),
+        nhs_number=claim.nhs_number,
+        given_names=list(claim.given_names),
+        family_name=claim.family_name,
+        birth_date=claim.birth_date,
+        sex=claim.sex,
+        postcode=claim.postcode,
+        address_lines=list(claim.address_lines),
+        received_at=identity.received_at,
+        link_method=aggregate.links[identity.id].method,
+    )
 
 
 def _conflicts(identities: list[IdentityRead]) -> list[ConflictRead]:
@@ -239,21 +260,20 @@ def _conflicts(identities: list[IdentityRead]) -> list[ConflictRead]:
     return conflicts
 
 
-def _timeline_entry(item: Item, decision: Decision, clients: dict[str, Client], data_key: bytes) -> TimelineEntry:
-    content = json.loads(unseal(data_key, item.sealed_content, context=f"item:{item.id}"))
-    summary = "[redacted]" if "summary" in decision.redacted_fields else content["summary"]
+def _timeline_entry(aggregate: ChildAggregate, item: Item, decision: Decision) -> TimelineEntry:
+    content = unseal_value(aggregate.data_key, item.sealed_content, ItemContent, context=item.sealing_context)
     return TimelineEntry(
         item_id=item.id,
-        source=_source(clients[item.client_id]),
+        source=SourceRead.model_validate(aggregate.clients[item.client_id]),
         kind=item.kind,
         category=item.category,
         occurred_at=item.occurred_at,
         received_at=item.received_at,
         status=item.status,
-        summary=summary,
+        summary="[redacted]" if "summary" in decision.redacted_fields else content.summary,
         redacted_fields=list(decision.redacted_fields),
         decision=DecisionRead(
-            kind=decision.kind.value,
+            kind=decision.kind,
             rule_id=decision.rule_id,
             policy_version=decision.policy_version,
             lawful_basis=decision.lawful_basis,
@@ -262,7 +282,7 @@ def _timeline_entry(item: Item, decision: Decision, clients: dict[str, Client], 
     )
 
 
-def _withheld(items: list[Item], decisions: dict[uuid.UUID, Decision]) -> list[WithheldRead]:
+def _withheld(items: list[Item], decisions: Decisions) -> list[WithheldRead]:
     groups: dict[tuple[str, str, str | None, str], int] = defaultdict(int)
     for item in items:
         decision = decisions[item.id]

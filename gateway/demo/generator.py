@@ -140,8 +140,11 @@ def generate(*, children: int, seed: int) -> DemoPartnership:
     )
 
 
-def patient_resource(child: DemoChild, *, resource_id: str, postcode: str) -> dict[str, Any]:
-    """Return the FHIR Patient a health system would send for a child."""
+def patient_resource(child: DemoChild, *, resource_id: str, postcode: str | None) -> dict[str, Any]:
+    """Return the FHIR Patient a health system would send for a child (no postcode if None)."""
+    address: dict[str, Any] = {"use": "home", "line": child.address_lines}
+    if postcode:
+        address["postalCode"] = postcode
     return {
         "resourceType": "Patient",
         "id": resource_id,
@@ -149,7 +152,7 @@ def patient_resource(child: DemoChild, *, resource_id: str, postcode: str) -> di
         "name": [{"use": "official", "family": child.family_name, "given": child.given_names}],
         "gender": child.sex,
         "birthDate": child.birth_date.isoformat(),
-        "address": [{"use": "home", "line": child.address_lines, "postalCode": postcode}],
+        "address": [address],
     }
 
 

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from joserfc.jwk import ECKey
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from adapters import EntryResult, IdentityClaim, InboundRecord, ParsedBundle, parse_bundle
+from adapters import ClaimEntry, IdentityClaim, InboundRecord, RecordEntry, Submission, parse_bundle
 from gateway.auth.principal import Principal, PrincipalKind
 from gateway.identity.service import NHS_NUMBER_SCHEME
-from gateway.ingest.service import ingest_bundle
+from gateway.ingest.service import ingest
+from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
 from gateway.kit.db import build_sessionmaker
+from gateway.kit.secrets import write_secret_file
 from gateway.models import Case, ChildIdentifier, Client, Team, TeamMember
 from gateway.settings import Settings
+from policies import Agency, RecordKind
 
 from .generator import DemoChild, DemoPartnership, encounter_resource, generate, patient_resource, transaction_bundle
 
@@ -29,10 +32,10 @@ GP = "demo-gp-system"
 POLICE = "demo-police-rms"
 SCHOOLS = "demo-school-mis"
 DEMO_CLIENTS = [
-    (TRUST, "Northshire University Hospitals NHS Trust EPR", "health", ["identity", "encounter"]),
-    (GP, "Riverside Medical Practice GP system", "health", ["identity", "encounter"]),
-    (POLICE, "Northshire Police records management system", "police", ["identity", "incident"]),
-    (SCHOOLS, "Northshire schools MIS", "education", ["identity", "enrolment"]),
+    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
+    (GP, "Riverside Medical Practice GP system", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
+    (POLICE, "Northshire Police records management system", Agency.POLICE, [RecordKind.IDENTITY, RecordKind.INCIDENT]),
+    (SCHOOLS, "Northshire schools MIS", Agency.EDUCATION, [RecordKind.IDENTITY, RecordKind.ENROLMENT]),
 ]
 TEAM_NAME = "Northshire MACPT"
 
@@ -103,17 +106,17 @@ def load_demo(settings: Settings, engine: Engine, *, children: int, seed: int) -
 def _load(session: Session, settings: Settings, keyring: DataKeyring, partnership: DemoPartnership) -> None:
     for client_id, name, agency, kinds in DEMO_CLIENTS:
         session.add(Client(id=client_id, name=name, agency=agency, jwks=_client_jwks(settings, client_id),
-                           allowed_kinds=kinds))
+                           allowed_kinds=[str(kind) for kind in kinds]))
     team = Team(name=partnership.team_name, local_authority=partnership.local_authority)
     other_team = Team(name="Westshire MACPT", local_authority="Westshire Council")
     session.add_all([team, other_team])
     session.flush()
     for member in partnership.members:
         session.add(TeamMember(team_id=team.id, subject=member.subject, display_name=member.display_name,
-                               agency=member.agency, role=member.role))
+                               agency=Agency(member.agency), role=member.role))
     outsider = partnership.outsider
     session.add(TeamMember(team_id=other_team.id, subject=outsider.subject, display_name=outsider.display_name,
-                           agency=outsider.agency, role=outsider.role))
+                           agency=Agency(outsider.agency), role=outsider.role))
     session.flush()
     lead = partnership.members[0]
     principals = {cid: Principal(PrincipalKind.CLIENT, cid, agency) for cid, _n, agency, _k in DEMO_CLIENTS}
@@ -129,7 +132,14 @@ def _load(session: Session, settings: Settings, keyring: DataKeyring, partnershi
     session.flush()
 
 
-def _push_health(session, keyring, trust, gp, index, child: DemoChild) -> None:  # type: ignore[no-untyped-def]
+def _push(session: Session, keyring: DataKeyring, principal: Principal, submission: Submission) -> None:
+    auditor = Auditor(session, principal.actor())
+    ingest(session, principal, auditor=auditor, keyring=keyring, submission=submission)
+
+
+def _push_health(
+    session: Session, keyring: DataKeyring, trust: Principal, gp: Principal, index: int, child: DemoChild
+) -> None:
     patient_id = f"trust-patient-{index}"
     resources = [patient_resource(child, resource_id=patient_id, postcode=child.postcode)]
     resources += [encounter_resource(e, patient_ref=f"Patient/{patient_id}") for e in child.encounters]
@@ -137,8 +147,8 @@ def _push_health(session, keyring, trust, gp, index, child: DemoChild) -> None: 
         (trust, transaction_bundle(resources)),
         (gp, transaction_bundle([patient_resource(child, resource_id=f"gp-{index}", postcode=child.gp_postcode)])),
     ):
-        parsed = parse_bundle(json.dumps(bundle).encode(), "application/fhir+json")
-        ingest_bundle(session, principal, keyring=keyring, parsed=parsed)
+        body = json.dumps(bundle).encode()
+        _push(session, keyring, principal, parse_bundle(body, "application/fhir+json", max_entries=len(resources)))
 
 
 def _claim(child: DemoChild, source_record_id: str) -> IdentityClaim:
@@ -156,16 +166,17 @@ def _claim(child: DemoChild, source_record_id: str) -> IdentityClaim:
     )
 
 
-def _push_records(session, keyring, principal, claim: IdentityClaim, records: list[InboundRecord]) -> None:  # type: ignore[no-untyped-def]
+def _push_records(
+    session: Session, keyring: DataKeyring, principal: Principal, claim: IdentityClaim, records: list[InboundRecord]
+) -> None:
     # Police and education wire formats get their adapters in a later issue; until then the demo
-    # hands the ingest service what those adapters will produce.
-    entries = [EntryResult(0, None, "Person", claim, None, ())]
-    entries += [EntryResult(i + 1, None, r.kind, None, r, ()) for i, r in enumerate(records)]
-    parsed = ParsedBundle(bundle_type="transaction", entries=tuple(entries), issues=())
-    ingest_bundle(session, principal, keyring=keyring, parsed=parsed)
+    # hands the ingest service the Submission those adapters will produce.
+    entries: list[ClaimEntry | RecordEntry] = [ClaimEntry(0, "records[0]", claim)]
+    entries += [RecordEntry(i + 1, f"records[{i + 1}]", f"records[{i + 1}].subject", r) for i, r in enumerate(records)]
+    _push(session, keyring, principal, Submission(atomic=True, label="batch of records", entries=tuple(entries)))
 
 
-def _push_police(session, keyring, principal, index: int, child: DemoChild) -> None:  # type: ignore[no-untyped-def]
+def _push_police(session: Session, keyring: DataKeyring, principal: Principal, index: int, child: DemoChild) -> None:
     person = f"Person/police-{index}"
     when = datetime(2026, 10, 1, 21, 30, tzinfo=UTC) - timedelta(days=index * 3)
     record = InboundRecord(
@@ -176,14 +187,14 @@ def _push_police(session, keyring, principal, index: int, child: DemoChild) -> N
         occurred_at=when,
         summary="Domestic abuse incident at the home address; the child was present",
         security_labels=frozenset(),
-        status="current",
+        entered_in_error=False,
         subject_ref=person,
         payload={"incident_type": "domestic_abuse", "child_present": True},
     )
     _push_records(session, keyring, principal, _claim(child, person), [record])
 
 
-def _push_school(session, keyring, principal, index: int, child: DemoChild) -> None:  # type: ignore[no-untyped-def]
+def _push_school(session: Session, keyring: DataKeyring, principal: Principal, index: int, child: DemoChild) -> None:
     pupil = f"Pupil/school-{index}"
     record = InboundRecord(
         source_record_id=f"Enrolment/school-{index}",
@@ -193,7 +204,7 @@ def _push_school(session, keyring, principal, index: int, child: DemoChild) -> N
         occurred_at=datetime(2026, 9, 3, 8, 45, tzinfo=UTC),
         summary="Enrolled at Northshire Community School, year group by age",
         security_labels=frozenset(),
-        status="current",
+        entered_in_error=False,
         subject_ref=pupil,
         payload={"school": "Northshire Community School"},
     )
@@ -211,14 +222,11 @@ def _child_id(session: Session, keyring: DataKeyring, child: DemoChild) -> uuid.
     return child_id
 
 
-def _client_jwks(settings: Settings, client_id: str) -> dict:  # type: ignore[type-arg]
+def _client_jwks(settings: Settings, client_id: str) -> dict[str, Any]:
     path = demo_client_key_path(settings, client_id)
     if path.exists():
         key = ECKey.import_key(json.loads(path.read_text()))
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = ECKey.generate_key("P-384", private=True, auto_kid=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(key.as_dict(private=True), handle)
+        write_secret_file(path, json.dumps(key.as_dict(private=True)).encode())
     return {"keys": [key.as_dict(private=False)]}

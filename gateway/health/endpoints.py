@@ -7,9 +7,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.kit.errors import ProblemRoute
 from gateway.kit.migrate import current_revision, head_revision
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=ProblemRoute)
 
 
 @router.get("/healthz", summary="The process is alive")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from gateway.models import ChildIdentifier, Identity, Link, LinkState, RecordStatus
+from gateway.cases.access import ChildAccess
+from gateway.models import ChildIdentifier, Identity, Link, LinkState
+from policies import RecordStatus
 
 
 def get_identity_version(
@@ -20,6 +22,20 @@ def get_identity_version(
             Identity.source_record_id == source_record_id,
             Identity.source_version == source_version,
         )
+    )
+
+
+def supersede_identities(session: Session, *, client_id: str, source_record_id: str) -> None:
+    """Mark the current version(s) of a source's identity record superseded by a newer one."""
+    session.execute(
+        update(Identity)
+        .where(
+            Identity.client_id == client_id,
+            Identity.source_record_id == source_record_id,
+            Identity.status == RecordStatus.CURRENT,
+        )
+        .values(status=RecordStatus.SUPERSEDED)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -52,14 +68,14 @@ def get_child_id_by_identifier(session: Session, *, scheme: str, blind_index: st
     )
 
 
-def get_linked_identities(session: Session, *, child_id: uuid.UUID) -> list[Identity]:
-    """Return the current identities linked to a child."""
+def get_linked_identities(session: Session, access: ChildAccess) -> list[Identity]:
+    """Return the current identities linked to the child the access opens."""
     return list(
         session.scalars(
             select(Identity)
             .join(Link, Link.identity_id == Identity.id)
             .where(
-                Link.child_id == child_id,
+                Link.child_id == access.child_id,
                 Link.state == LinkState.LINKED,
                 Identity.status == RecordStatus.CURRENT,
             )

@@ -7,19 +7,20 @@ then they are refused with a clear reason rather than guessed at.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import uuid
 from dataclasses import dataclass
-from datetime import date
 
 from sqlalchemy.orm import Session
 
 from adapters import IdentityClaim
-from audit import AuditAction, AuditRecord, Outcome, record
+from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
-from gateway.kit.crypto import DataKeyring, seal, unseal
-from gateway.models import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState, RecordStatus
+from gateway.cases.access import ChildAccess
+from gateway.kit.auditor import Auditor
+from gateway.kit.crypto import DataKeyring, seal_value, unseal_value
+from gateway.kit.db import insert_if_absent
+from gateway.models import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState
+from policies import RecordStatus
 
 from . import repository
 
@@ -40,26 +41,12 @@ class LinkResult:
 
 
 def link_claim(
-    session: Session,
-    principal: Principal,
-    *,
-    keyring: DataKeyring,
-    claim: IdentityClaim,
-    request_id: str | None = None,
+    session: Session, principal: Principal, *, auditor: Auditor, keyring: DataKeyring, claim: IdentityClaim
 ) -> LinkResult:
     """Store a source's identity claim and link it to its child, creating the child if new."""
-    existing = repository.get_identity_version(
-        session,
-        client_id=principal.subject,
-        source_record_id=claim.source_record_id,
-        source_version=claim.source_version,
-    )
+    existing = _stored_version(session, principal, claim)
     if existing is not None:
-        child_id = repository.get_linked_child_id(session, identity_id=existing.id)
-        if child_id is None:
-            raise LinkRefused("this identity record was stored before but is no longer linked to a child")
-        return LinkResult(child_id=child_id, identity_id=existing.id, created=False)
-
+        return existing
     if claim.nhs_number is None:
         raise LinkRefused(
             "a Patient needs a valid NHS number (system https://fhir.nhs.uk/Id/nhs-number) to be linked; "
@@ -67,28 +54,34 @@ def link_claim(
         )
     nhs_index = keyring.blind_index(NHS_NUMBER_SCHEME, claim.nhs_number)
     child_id = repository.get_child_id_by_identifier(session, scheme=NHS_NUMBER_SCHEME, blind_index=nhs_index)
-    child = _create_child(session, keyring, nhs_index) if child_id is None else session.get(Child, child_id)
+    if child_id is None:
+        child_id = _create_child(session, keyring, nhs_index)
+    child = session.get(Child, child_id)
     assert child is not None  # the identifier's foreign key guarantees it
+    data_key = keyring.unwrap(child.wrapped_data_key)
 
-    for previous in repository.get_current_identities(
-        session, client_id=principal.subject, source_record_id=claim.source_record_id
-    ):
-        previous.status = RecordStatus.SUPERSEDED
-
+    repository.supersede_identities(session, client_id=principal.subject, source_record_id=claim.source_record_id)
     identity_id = uuid.uuid4()
-    identity = Identity(
-        id=identity_id,
-        client_id=principal.subject,
-        agency=principal.agency,
-        source_record_id=claim.source_record_id,
-        source_version=claim.source_version,
-        nhs_number_index=nhs_index,
-        sealed_claim=seal(
-            keyring.unwrap(_wrapped_key(child)), _claim_to_json(claim), context=f"identity:{identity_id}"
-        ),
+    inserted = insert_if_absent(
+        session,
+        Identity,
+        {
+            "id": identity_id,
+            "client_id": principal.subject,
+            "agency": principal.agency,
+            "source_record_id": claim.source_record_id,
+            "source_version": claim.source_version,
+            "status": RecordStatus.CURRENT,
+            "nhs_number_index": nhs_index,
+            "sealed_claim": seal_value(data_key, claim, IdentityClaim, context=Identity.context_for(identity_id)),
+        },
+        unique=["client_id", "source_record_id", "source_version"],
     )
-    session.add(identity)
-    session.flush()
+    if not inserted:
+        # The same version was stored by a concurrent push of this client: acknowledge it.
+        stored = _stored_version(session, principal, claim)
+        assert stored is not None
+        return stored
     link = Link(
         identity_id=identity_id,
         child_id=child.id,
@@ -99,51 +92,57 @@ def link_claim(
     )
     session.add(link)
     session.flush()
-    record(
-        session,
-        AuditRecord(
-            action=AuditAction.IDENTITY_LINK_CREATED,
-            actor=principal.actor(),
-            outcome=Outcome.SUCCESS,
-            child_id=child.id,
-            detail={"identity_id": str(identity_id), "link_id": str(link.id), "method": LinkMethod.NHS_NUMBER.value},
-            request_id=request_id,
-        ),
+    auditor.record(
+        AuditAction.IDENTITY_LINK_CREATED,
+        Outcome.SUCCESS,
+        child_id=child.id,
+        detail={"identity_id": str(identity_id), "link_id": str(link.id), "method": LinkMethod.NHS_NUMBER.value},
     )
     return LinkResult(child_id=child.id, identity_id=identity_id, created=True)
 
 
-def read_claim(keyring: DataKeyring, *, child: Child, identity: Identity) -> IdentityClaim:
+def read_claim(data_key: bytes, identity: Identity) -> IdentityClaim:
     """Decrypt an identity's claim with its child's data key."""
-    data = json.loads(
-        unseal(keyring.unwrap(_wrapped_key(child)), identity.sealed_claim, context=f"identity:{identity.id}")
+    return unseal_value(data_key, identity.sealed_claim, IdentityClaim, context=identity.sealing_context)
+
+
+def get_linked_identities(session: Session, access: ChildAccess) -> list[Identity]:
+    """Return the current identities linked to the child the access opens."""
+    return repository.get_linked_identities(session, access)
+
+
+def _stored_version(session: Session, principal: Principal, claim: IdentityClaim) -> LinkResult | None:
+    existing = repository.get_identity_version(
+        session,
+        client_id=principal.subject,
+        source_record_id=claim.source_record_id,
+        source_version=claim.source_version,
     )
-    data["birth_date"] = date.fromisoformat(data["birth_date"]) if data["birth_date"] else None
-    for field in ("given_names", "address_lines"):
-        data[field] = tuple(data[field])
-    data["other_identifiers"] = tuple(tuple(pair) for pair in data["other_identifiers"])
-    return IdentityClaim(**data)
+    if existing is None:
+        return None
+    child_id = repository.get_linked_child_id(session, identity_id=existing.id)
+    if child_id is None:
+        raise LinkRefused("this identity record was stored before but is no longer linked to a child")
+    return LinkResult(child_id=child_id, identity_id=existing.id, created=False)
 
 
-def _create_child(session: Session, keyring: DataKeyring, nhs_index: str) -> Child:
+def _create_child(session: Session, keyring: DataKeyring, nhs_index: str) -> uuid.UUID:
     _key, wrapped = keyring.new_data_key()
     child = Child(wrapped_data_key=wrapped)
     session.add(child)
     session.flush()
-    # The identifier's primary key makes two concurrent first pushes of one NHS number collide
-    # instead of creating two children for one person.
-    session.add(ChildIdentifier(scheme=NHS_NUMBER_SCHEME, blind_index=nhs_index, child_id=child.id))
+    # The identifier's primary key makes two concurrent first pushes of one NHS number meet:
+    # the second waits for the first, finds the identifier taken, and uses the first's child.
+    claimed = insert_if_absent(
+        session,
+        ChildIdentifier,
+        {"scheme": NHS_NUMBER_SCHEME, "blind_index": nhs_index, "child_id": child.id},
+        unique=["scheme", "blind_index"],
+    )
+    if claimed:
+        return child.id
+    session.delete(child)
     session.flush()
-    return child
-
-
-def _wrapped_key(child: Child) -> bytes:
-    if child.wrapped_data_key is None:
-        raise LinkRefused("this child's data has been erased")
-    return child.wrapped_data_key
-
-
-def _claim_to_json(claim: IdentityClaim) -> bytes:
-    data = dataclasses.asdict(claim)
-    data["birth_date"] = claim.birth_date.isoformat() if claim.birth_date else None
-    return json.dumps(data, sort_keys=True).encode()
+    winner = repository.get_child_id_by_identifier(session, scheme=NHS_NUMBER_SCHEME, blind_index=nhs_index)
+    assert winner is not None
+    return winner

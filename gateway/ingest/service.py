@@ -1,12 +1,12 @@
 """Store what an agency pushed: link each claim, file each record under its child, audit it all.
 
-A transaction Bundle is all or nothing; a batch Bundle succeeds or fails entry by entry.
-Every push is idempotent on (client, source record id, version).
+Works on any adapter's `Submission`. An atomic submission (a FHIR transaction) is all or
+nothing; any other succeeds or fails entry by entry. Every push is idempotent on
+(client, source record id, version).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,42 +14,35 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from sqlalchemy.orm import Session
 
-from adapters import EntryResult, InboundRecord, Issue, ParsedBundle
-from audit import AuditAction, AuditRecord, Outcome, record
+from adapters import ClaimEntry, Entry, EntryOutcome, EntryStatus, Issue, RecordEntry, RejectedEntry, Submission
+from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
 from gateway.identity import repository as identity_repository
 from gateway.identity.service import LinkRefused, link_claim
-from gateway.kit.crypto import DataKeyring, seal
-from gateway.kit.errors import AuditedRefusal, ErrorDetail
-from gateway.models import Child, Client, Item, RecordStatus
+from gateway.kit.auditor import Auditor
+from gateway.kit.crypto import ChildErased, DataKeyring, seal_value
+from gateway.kit.db import insert_if_absent
+from gateway.kit.errors import ErrorDetail, Forbidden, GatewayError
+from gateway.models import Child, Client, Item, ItemContent
+from policies import CATEGORIES, RecordKind, RecordStatus
 
 from . import repository
 
 tracer = trace.get_tracer("gateway.ingest")
 
-IDENTITY_KIND = "identity"
 
-
-class EntryRejected(Exception):
-    """One entry cannot be stored; carries the issues that say why."""
-
-    def __init__(self, issues: list[Issue]) -> None:
-        super().__init__("entry rejected")
-        self.issues = issues
-
-
-class PushRejected(AuditedRefusal):
+class PushRejected(GatewayError):
     """The whole push is refused: nothing from it is stored, only the audit event of the refusal."""
 
+    status, title, fhir_code = 422, "Push rejected", "processing"
 
-@dataclass(frozen=True)
-class EntryOutcome:
-    """What happened to one entry: an HTTP status line, where it lives, and any issues."""
 
-    index: int
-    status: str
-    location: str | None = None
-    issues: tuple[Issue, ...] = ()
+class _EntryRejected(Exception):
+    """One entry cannot be stored; carries the issues that say why."""
+
+    def __init__(self, *issues: Issue) -> None:
+        super().__init__("entry rejected")
+        self.issues = issues
 
 
 @dataclass
@@ -58,234 +51,249 @@ class _ChildTally:
     identities_created: int = 0
     unchanged: int = 0
 
+    def add(self, other: _ChildTally) -> None:
+        self.items_created += other.items_created
+        self.identities_created += other.identities_created
+        self.unchanged += other.unchanged
 
-def ingest_bundle(
+
+Tallies = dict[uuid.UUID, _ChildTally]
+
+
+def ingest(
     session: Session,
     principal: Principal,
     *,
+    auditor: Auditor,
     keyring: DataKeyring,
-    parsed: ParsedBundle,
-    request_id: str | None = None,
+    submission: Submission,
 ) -> list[EntryOutcome]:
-    """Store a parsed Bundle's entries for the calling client, in Bundle entry order of outcome."""
+    """Store a submission's entries for the calling client; return one outcome per entry, in order."""
     with tracer.start_as_current_span("ingest") as span:
-        span.set_attribute("gateway.bundle_type", parsed.bundle_type)
-        span.set_attribute("gateway.entry_count", len(parsed.entries))
-        client = _active_client(session, principal)
-        tallies: dict[uuid.UUID, _ChildTally] = defaultdict(_ChildTally)
-        if parsed.bundle_type == "transaction":
-            outcomes = _ingest_transaction(session, principal, client, keyring, parsed, tallies, request_id)
-        else:
-            outcomes = _ingest_batch(session, principal, client, keyring, parsed, tallies, request_id)
-        _audit_push(session, principal, parsed.bundle_type, tallies, outcomes, request_id)
+        span.set_attribute("gateway.submission", submission.label)
+        span.set_attribute("gateway.entry_count", len(submission.entries))
+        push = _Push(session, principal, auditor, keyring, submission, _active_client(session, principal, auditor))
+        outcomes = push.store_all_or_nothing() if submission.atomic else push.store_entry_by_entry()
+        push.audit(outcomes)
         return outcomes
 
 
-def _ingest_transaction(session, principal, client, keyring, parsed, tallies, request_id):  # type: ignore[no-untyped-def]
-    issues = list(parsed.issues) + [issue for entry in parsed.entries for issue in entry.issues]
-    if issues:
-        _reject(session, principal, parsed, issues, request_id)
-    outcomes: dict[int, EntryOutcome] = {}
-    try:
-        with session.begin_nested():
-            for entry in _claims_first(parsed.entries):
-                outcomes[entry.index] = _ingest_entry(session, principal, client, keyring, entry, tallies, request_id)
-    except EntryRejected as rejected:
-        tallies.clear()
-        _reject(session, principal, parsed, rejected.issues, request_id)
-    return [outcomes[index] for index in sorted(outcomes)]
+@dataclass
+class _Push:
+    """One push being stored: what every step of it shares (the unit of work)."""
 
+    session: Session
+    principal: Principal
+    auditor: Auditor
+    keyring: DataKeyring
+    submission: Submission
+    client: Client
+    tallies: Tallies = field(default_factory=lambda: defaultdict(_ChildTally))
+    data_keys: dict[uuid.UUID, bytes] = field(default_factory=dict)
 
-def _ingest_batch(session, principal, client, keyring, parsed, tallies, request_id):  # type: ignore[no-untyped-def]
-    outcomes: dict[int, EntryOutcome] = {}
-    for entry in _claims_first(parsed.entries):
-        if entry.issues:
-            outcomes[entry.index] = EntryOutcome(entry.index, "422 Unprocessable Entity", issues=entry.issues)
-            continue
-        entry_tallies: dict[uuid.UUID, _ChildTally] = defaultdict(_ChildTally)
+    def store_all_or_nothing(self) -> list[EntryOutcome]:
+        """Store every entry or none: the first problem refuses the whole push."""
+        issues = list(self.submission.issues)
+        issues += [issue for entry in self.submission.entries if isinstance(entry, RejectedEntry) for issue in entry.issues]
+        if issues:
+            raise self._rejected(issues)
+        outcomes: dict[int, EntryOutcome] = {}
+        for entry in _claims_first(self.submission.entries):
+            try:
+                outcomes[entry.index] = self._store(entry, self.tallies)
+            except _EntryRejected as rejected:
+                raise self._rejected(list(rejected.issues)) from None
+        return [outcomes[index] for index in sorted(outcomes)]
+
+    def store_entry_by_entry(self) -> list[EntryOutcome]:
+        """Store each entry on its own: one that fails is answered with its issues, the rest stand."""
+        outcomes = {
+            entry.index: EntryOutcome(entry.index, EntryStatus.REJECTED, entry.issues)
+            for entry in self.submission.entries
+            if isinstance(entry, RejectedEntry)
+        }
+        for entry in _claims_first(self.submission.entries):
+            entry_tallies: Tallies = defaultdict(_ChildTally)
+            try:
+                with self.session.begin_nested():
+                    outcomes[entry.index] = self._store(entry, entry_tallies)
+            except _EntryRejected as rejected:
+                outcomes[entry.index] = EntryOutcome(entry.index, EntryStatus.REJECTED, rejected.issues)
+            else:
+                for child_id, tally in entry_tallies.items():
+                    self.tallies[child_id].add(tally)
+        return [outcomes[index] for index in sorted(outcomes)]
+
+    def audit(self, outcomes: list[EntryOutcome]) -> None:
+        """Record what the push stored, per child, and what it could not."""
+        for child_id, tally in self.tallies.items():
+            self.auditor.record(
+                AuditAction.CLIENT_RECORDS_PUSHED,
+                Outcome.SUCCESS,
+                child_id=child_id,
+                detail={
+                    "submission": self.submission.label,
+                    "items_created": tally.items_created,
+                    "identities_created": tally.identities_created,
+                    "unchanged": tally.unchanged,
+                },
+            )
+        failed = [o for o in outcomes if o.status is EntryStatus.REJECTED]
+        if failed:
+            self.auditor.record(
+                AuditAction.CLIENT_RECORDS_REJECTED,
+                Outcome.FAILURE,
+                detail={
+                    "submission": self.submission.label,
+                    "entries_rejected": len(failed),
+                    "issue_codes": sorted({i.code for o in failed for i in o.issues}),
+                },
+            )
+
+    def _store(self, entry: ClaimEntry | RecordEntry, tallies: Tallies) -> EntryOutcome:
         try:
-            with session.begin_nested():
-                outcome = _ingest_entry(session, principal, client, keyring, entry, entry_tallies, request_id)
-        except EntryRejected as rejected:
-            outcome = EntryOutcome(entry.index, "422 Unprocessable Entity", issues=tuple(rejected.issues))
-        else:
-            for child_id, tally in entry_tallies.items():
-                merged = tallies[child_id]
-                merged.items_created += tally.items_created
-                merged.identities_created += tally.identities_created
-                merged.unchanged += tally.unchanged
-        outcomes[entry.index] = outcome
-    return [outcomes[index] for index in sorted(outcomes)]
+            if isinstance(entry, ClaimEntry):
+                return self._link(entry, tallies)
+            return self._file(entry, tallies)
+        except ChildErased as erased:
+            raise _EntryRejected(Issue("error", erased.fhir_code, entry.location, erased.detail)) from None
 
-
-def _claims_first(entries: tuple[EntryResult, ...]) -> list[EntryResult]:
-    # A record may refer to a Patient pushed in the same Bundle: link the Patients first.
-    return sorted(entries, key=lambda entry: (entry.claim is None, entry.index))
-
-
-def _ingest_entry(session, principal, client, keyring, entry, tallies, request_id) -> EntryOutcome:  # type: ignore[no-untyped-def]
-    path = f"Bundle.entry[{entry.index}].resource"
-    if entry.claim is not None:
-        _require_kind(client, IDENTITY_KIND, path)
+    def _link(self, entry: ClaimEntry, tallies: Tallies) -> EntryOutcome:
+        self._require_kind(RecordKind.IDENTITY, entry.location)
         with tracer.start_as_current_span("link"):
             try:
-                result = link_claim(session, principal, keyring=keyring, claim=entry.claim, request_id=request_id)
+                result = link_claim(
+                    self.session, self.principal, auditor=self.auditor, keyring=self.keyring, claim=entry.claim
+                )
             except LinkRefused as refused:
-                raise EntryRejected([Issue("error", "processing", path, str(refused))]) from None
+                raise _EntryRejected(Issue("error", "processing", entry.location, str(refused))) from None
         tally = tallies[result.child_id]
         if result.created:
             tally.identities_created += 1
         else:
             tally.unchanged += 1
-        return EntryOutcome(
-            entry.index,
-            "201 Created" if result.created else "200 OK",
-            f"{entry.claim.source_record_id}/_history/{entry.claim.source_version}",
+        return EntryOutcome(entry.index, EntryStatus.CREATED if result.created else EntryStatus.UNCHANGED)
+
+    def _file(self, entry: RecordEntry, tallies: Tallies) -> EntryOutcome:
+        record = entry.record
+        kind = self._known_kind(record.kind, record.category, entry.location)
+        self._require_kind(kind, entry.location)
+        existing = repository.get_item_version(
+            self.session,
+            client_id=self.client.id,
+            source_record_id=record.source_record_id,
+            source_version=record.source_version,
         )
-    assert entry.record is not None  # the adapter gives each clean entry a claim or a record
-    return _store_record(session, principal, client, keyring, entry.index, entry.record, tallies)
+        if existing is not None:
+            tallies[existing.child_id].unchanged += 1
+            return EntryOutcome(entry.index, EntryStatus.UNCHANGED)
 
-
-def _store_record(session, principal, client, keyring, index, inbound: InboundRecord, tallies) -> EntryOutcome:  # type: ignore[no-untyped-def]
-    path = f"Bundle.entry[{index}].resource"
-    _require_kind(client, inbound.kind, path)
-    location = f"{inbound.source_record_id}/_history/{inbound.source_version}"
-    existing = repository.get_item_version(
-        session,
-        client_id=client.id,
-        source_record_id=inbound.source_record_id,
-        source_version=inbound.source_version,
-    )
-    if existing is not None:
-        tallies[existing.child_id].unchanged += 1
-        return EntryOutcome(index, "200 OK", location)
-
-    child_id, identity_id = _resolve_subject(session, client, inbound, f"{path}.subject.reference")
-    child = session.get(Child, child_id)
-    if child is None or child.wrapped_data_key is None:
-        raise EntryRejected([Issue("error", "processing", f"{path}.subject.reference",
-                                   "the subject's record has been erased; nothing more can be filed for it")])
-    for previous in repository.get_current_items(
-        session, client_id=client.id, source_record_id=inbound.source_record_id
-    ):
-        previous.status = RecordStatus.SUPERSEDED
-
-    item_id = uuid.uuid4()
-    content = json.dumps({"summary": inbound.summary, "payload": inbound.payload}, sort_keys=True).encode()
-    session.add(
-        Item(
-            id=item_id,
-            child_id=child_id,
-            identity_id=identity_id,
-            client_id=client.id,
-            agency=client.agency,
-            source_record_id=inbound.source_record_id,
-            source_version=inbound.source_version,
-            kind=inbound.kind,
-            category=inbound.category,
-            occurred_at=inbound.occurred_at,
-            security_labels=sorted(inbound.security_labels),
-            status=RecordStatus(inbound.status),
-            sealed_content=seal(keyring.unwrap(child.wrapped_data_key), content, context=f"item:{item_id}"),
+        child_id, identity_id = self._subject(entry)
+        data_key = self._data_key(child_id)
+        repository.supersede_items(self.session, client_id=self.client.id, source_record_id=record.source_record_id)
+        item_id = uuid.uuid4()
+        content = ItemContent(summary=record.summary, payload=record.payload)
+        inserted = insert_if_absent(
+            self.session,
+            Item,
+            {
+                "id": item_id,
+                "child_id": child_id,
+                "identity_id": identity_id,
+                "client_id": self.client.id,
+                "agency": self.client.agency,
+                "source_record_id": record.source_record_id,
+                "source_version": record.source_version,
+                "kind": kind,
+                "category": record.category,
+                "occurred_at": record.occurred_at,
+                "security_labels": sorted(record.security_labels),
+                "detrimental": False,
+                "status": RecordStatus.ENTERED_IN_ERROR if record.entered_in_error else RecordStatus.CURRENT,
+                "sealed_content": seal_value(data_key, content, ItemContent, context=Item.context_for(item_id)),
+            },
+            unique=["client_id", "source_record_id", "source_version"],
         )
-    )
-    session.flush()
-    tallies[child_id].items_created.append(str(item_id))
-    return EntryOutcome(index, "201 Created", location)
+        if not inserted:
+            # A concurrent push by this client stored the same version first.
+            tallies[child_id].unchanged += 1
+            return EntryOutcome(entry.index, EntryStatus.UNCHANGED)
+        tallies[child_id].items_created.append(str(item_id))
+        return EntryOutcome(entry.index, EntryStatus.CREATED)
 
-
-def _resolve_subject(session: Session, client: Client, inbound: InboundRecord, location: str) -> tuple[uuid.UUID, uuid.UUID]:
-    for identity in identity_repository.get_current_identities(
-        session, client_id=client.id, source_record_id=inbound.subject_ref
-    ):
-        child_id = identity_repository.get_linked_child_id(session, identity_id=identity.id)
-        if child_id is not None:
-            return child_id, identity.id
-    raise EntryRejected(
-        [
+    def _subject(self, entry: RecordEntry) -> tuple[uuid.UUID, uuid.UUID]:
+        for identity in identity_repository.get_current_identities(
+            self.session, client_id=self.client.id, source_record_id=entry.record.subject_ref
+        ):
+            child_id = identity_repository.get_linked_child_id(self.session, identity_id=identity.id)
+            if child_id is not None:
+                return child_id, identity.id
+        raise _EntryRejected(
             Issue(
                 "error",
                 "not-found",
-                location,
-                "the subject Patient is neither in this Bundle nor linked from an earlier push by this client; "
-                "send the Patient (with its NHS number) first or in the same Bundle",
+                entry.subject_location,
+                "the subject is neither in this push nor linked from an earlier push by this client; "
+                "send the subject's identity (with its NHS number) first or in the same push",
             )
-        ]
-    )
-
-
-def _require_kind(client: Client, kind: str, location: str) -> None:
-    if kind not in client.allowed_kinds:
-        raise EntryRejected(
-            [Issue("error", "forbidden", location, f"this client is not registered to push records of kind '{kind}'")]
         )
 
+    def _data_key(self, child_id: uuid.UUID) -> bytes:
+        if child_id not in self.data_keys:
+            child = self.session.get(Child, child_id)
+            self.data_keys[child_id] = self.keyring.unwrap(child.wrapped_data_key if child else None)
+        return self.data_keys[child_id]
 
-def _active_client(session: Session, principal: Principal) -> Client:
-    client = session.get(Client, principal.subject)
-    if client is None or not client.active:
-        raise AuditedRefusal(403, "Forbidden", "This client is not registered or no longer active.",
-                             fhir_code="forbidden")
-    return client
+    def _known_kind(self, kind: str, category: str, location: str) -> RecordKind:
+        try:
+            known = RecordKind(kind)
+        except ValueError:
+            known = None
+        if known is None or known is RecordKind.IDENTITY or category not in CATEGORIES:
+            raise _EntryRejected(
+                Issue("error", "not-supported", location, f"records of kind '{kind}' ({category}) are not accepted")
+            )
+        return known
 
+    def _require_kind(self, kind: RecordKind, location: str) -> None:
+        if kind not in self.client.allowed_kinds:
+            raise _EntryRejected(
+                Issue("error", "forbidden", location, f"this client is not registered to push records of kind '{kind}'")
+            )
 
-def _reject(session, principal, parsed: ParsedBundle, issues: list[Issue], request_id) -> None:  # type: ignore[no-untyped-def]
-    record(
-        session,
-        AuditRecord(
-            action=AuditAction.CLIENT_RECORDS_REJECTED,
-            actor=principal.actor(),
-            outcome=Outcome.FAILURE,
+    def _rejected(self, issues: list[Issue]) -> PushRejected:
+        error = PushRejected(
+            f"The {self.submission.label} was rejected as a whole; nothing from it was stored.",
+            errors=[ErrorDetail(location=i.location, message=i.message, code=i.code) for i in issues],
+        )
+        return self.auditor.refuse(
+            error,
+            AuditAction.CLIENT_RECORDS_REJECTED,
+            Outcome.FAILURE,
             detail={
-                "bundle_type": parsed.bundle_type,
-                "entries": len(parsed.entries),
+                "submission": self.submission.label,
+                "entries": len(self.submission.entries),
                 "issue_codes": sorted({issue.code for issue in issues}),
                 "issue_count": len(issues),
             },
-            request_id=request_id,
-        ),
-    )
-    raise PushRejected(
-        422,
-        "Push rejected",
-        f"The {parsed.bundle_type} Bundle was rejected as a whole; nothing from it was stored.",
-        [ErrorDetail(location=i.location, message=i.message, code=i.code) for i in issues],
-        fhir_code="processing",
-    )
+        )
 
 
-def _audit_push(session, principal, bundle_type, tallies, outcomes, request_id) -> None:  # type: ignore[no-untyped-def]
-    with tracer.start_as_current_span("audit"):
-        for child_id, tally in tallies.items():
-            record(
-                session,
-                AuditRecord(
-                    action=AuditAction.CLIENT_RECORDS_PUSHED,
-                    actor=principal.actor(),
-                    outcome=Outcome.SUCCESS,
-                    child_id=child_id,
-                    detail={
-                        "bundle_type": bundle_type,
-                        "items_created": tally.items_created,
-                        "identities_created": tally.identities_created,
-                        "unchanged": tally.unchanged,
-                    },
-                    request_id=request_id,
-                ),
-            )
-        failed = [o for o in outcomes if o.issues]
-        if failed:
-            record(
-                session,
-                AuditRecord(
-                    action=AuditAction.CLIENT_RECORDS_REJECTED,
-                    actor=principal.actor(),
-                    outcome=Outcome.FAILURE,
-                    detail={
-                        "bundle_type": bundle_type,
-                        "entries_rejected": len(failed),
-                        "issue_codes": sorted({i.code for o in failed for i in o.issues}),
-                    },
-                    request_id=request_id,
-                ),
-            )
+def _claims_first(entries: tuple[Entry, ...]) -> list[ClaimEntry | RecordEntry]:
+    # A record may name a subject claimed in the same push: link the claims first. Claims go in
+    # NHS number order so that concurrent pushes about the same children take their locks in
+    # the same order and cannot deadlock.
+    claims = sorted((e for e in entries if isinstance(e, ClaimEntry)), key=lambda e: (e.claim.nhs_number or "", e.index))
+    records = [e for e in entries if isinstance(e, RecordEntry)]
+    return [*claims, *records]
+
+
+def _active_client(session: Session, principal: Principal, auditor: Auditor) -> Client:
+    client = session.get(Client, principal.subject)
+    if client is None or not client.active:
+        raise auditor.refuse(
+            Forbidden("This client is not registered or no longer active."),
+            AuditAction.CLIENT_RECORDS_REJECTED,
+            detail={"reason": "client_inactive"},
+        )
+    return client

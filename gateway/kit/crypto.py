@@ -12,13 +12,29 @@ import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
+from pydantic import TypeAdapter
+
+from .errors import Gone
+from .secrets import write_secret_file
 
 KEK_FILE = "data-kek.key"
 INDEX_KEY_FILE = "blind-index.key"
 _NONCE_BYTES = 12
+
+T = TypeVar("T")
+
+
+class ChildErased(Gone):
+    """The child's data key has been destroyed: nothing about them can be read or filed again."""
+
+    def __init__(self) -> None:
+        super().__init__("This child's record has been erased; nothing about them can be read or filed.")
+
+
 
 
 @dataclass(frozen=True)
@@ -38,8 +54,10 @@ class DataKeyring:
         key = AESGCM.generate_key(bit_length=256)
         return key, aes_key_wrap(self.kek, key)
 
-    def unwrap(self, wrapped: bytes) -> bytes:
-        """Unwrap a stored data key."""
+    def unwrap(self, wrapped: bytes | None) -> bytes:
+        """Unwrap a child's stored data key; a destroyed key means the child was erased."""
+        if wrapped is None:
+            raise ChildErased()
         return aes_key_unwrap(self.kek, wrapped)
 
     def blind_index(self, scheme: str, value: str) -> str:
@@ -59,6 +77,30 @@ def unseal(key: bytes, blob: bytes, *, context: str) -> bytes:
     return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], context.encode())
 
 
+# One TypeAdapter per sealed type: building one compiles a validator, too slow to do per row.
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(type_: type[T]) -> TypeAdapter[T]:
+    adapter: TypeAdapter[T] | None = _ADAPTERS.get(type_)
+    if adapter is None:
+        adapter = _ADAPTERS[type_] = TypeAdapter(type_)
+    return adapter
+
+
+def seal_value(key: bytes, value: T, type_: type[T], *, context: str) -> bytes:
+    """Serialise a pydantic model or dataclass as JSON and seal it to its row's context.
+
+    `context` comes from the row's model (`SealedRowMixin.context_for`), never spelled inline.
+    """
+    return seal(key, _adapter(type_).dump_json(value), context=context)
+
+
+def unseal_value(key: bytes, blob: bytes, type_: type[T], *, context: str) -> T:
+    """Unseal what seal_value() sealed for the same context, and validate it back into its type."""
+    return _adapter(type_).validate_json(unseal(key, blob, context=context))
+
+
 def create_data_keys(keys_dir: Path) -> list[Path]:
     """Create the key-encryption and blind-index keys where missing; return what was created."""
     keys_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +108,7 @@ def create_data_keys(keys_dir: Path) -> list[Path]:
     for name in (KEK_FILE, INDEX_KEY_FILE):
         path = keys_dir / name
         if not path.exists():
-            _write_secret(path, base64.b64encode(os.urandom(32)) + b"\n")
+            write_secret_file(path, base64.b64encode(os.urandom(32)) + b"\n")
             created.append(path)
     return created
 
@@ -80,8 +122,3 @@ def _read_key(path: Path) -> bytes:
         raise RuntimeError(f"key file {path} must hold 32 bytes, base64-encoded")
     return key
 
-
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)

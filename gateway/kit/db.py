@@ -1,54 +1,126 @@
-"""Engine and session plumbing; the session dependency owns the request's transaction."""
+"""Engine and session plumbing; the session dependency owns the request's transaction.
+
+Nothing waits forever: PostgreSQL sessions carry a lock timeout, a statement timeout and an
+idle-in-transaction timeout; SQLite writers queue on a busy timeout; the pool has a checkout
+timeout. A timeout or a busy database answers 503 with Retry-After, never a hang.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import install_append_only_guard
 
-from .errors import CommitThenRaise
+from .auditor import commit_refusal, install_auditor_hooks
+from .errors import GatewayError, ServiceUnavailable
 
 
-def build_engine(url: str, **kwargs: object) -> Engine:
+@dataclass(frozen=True)
+class DatabaseLimits:
+    """How long the gateway waits on the database before it gives up (milliseconds)."""
+
+    lock_timeout_ms: int = 5_000
+    statement_timeout_ms: int = 30_000
+    idle_in_transaction_timeout_ms: int = 60_000
+    sqlite_busy_timeout_ms: int = 30_000
+    pool_size: int = 10
+    pool_timeout_s: int = 10
+
+
+def build_engine(url: str, limits: DatabaseLimits | None = None) -> Engine:
     """Create the engine for a URL, with the per-dialect settings the gateway relies on."""
+    limits = limits or DatabaseLimits()
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas(limits.sqlite_busy_timeout_ms))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    options = (
+        f"-c lock_timeout={limits.lock_timeout_ms} -c statement_timeout={limits.statement_timeout_ms} "
+        f"-c idle_in_transaction_session_timeout={limits.idle_in_transaction_timeout_ms}"
+    )
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=limits.pool_size,
+        max_overflow=limits.pool_size,
+        pool_timeout=limits.pool_timeout_s,
+        connect_args={"options": options},
+    )
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    # SQLite ignores foreign keys unless asked, and a busy writer should make others wait, not fail.
-    # pysqlite's own transaction handling breaks SAVEPOINT (SQLAlchemy's documented recipe):
-    # let SQLAlchemy emit BEGIN itself.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite ignores foreign keys unless asked; WAL lets readers work beside the one writer.
+        # pysqlite's own transaction handling breaks SAVEPOINT (SQLAlchemy's documented recipe):
+        # let SQLAlchemy emit BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    return _on_connect
 
 
-def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
-    connection.exec_driver_sql("BEGIN")
+SQLITE_BEGIN = "sqlite_begin"
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Sessions that write ask for IMMEDIATE (build_sessionmaker): it takes the write lock when
+    # the transaction starts, so writers queue on the busy timeout. A deferred BEGIN that later
+    # writes fails at once with "database is locked" when another writer committed in between,
+    # which no busy timeout can help. Read-only work (readiness, verification) stays deferred
+    # and, under WAL, never waits for a writer.
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def configure_sessionmaker(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Install the audit trail's guard and the auditor's commit hooks on a session factory."""
+    install_append_only_guard(factory)
+    install_auditor_hooks(factory)
+    return factory
 
 
 def build_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Create the session factory, with the audit log's append-only guard installed."""
-    factory = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
-    install_append_only_guard(factory)
-    return factory
+    """Create the session factory the app and the commands use (its sessions may write)."""
+    bind = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}) if engine.dialect.name == "sqlite" else engine
+    return configure_sessionmaker(sessionmaker(bind=bind, expire_on_commit=False, autoflush=False))
+
+
+def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any], *, unique: list[str]) -> bool:
+    """Insert a row unless one with the same unique key exists; say whether it was inserted.
+
+    Two requests that store the same thing at once (the same NHS number first seen by two
+    sources, a retried push) then meet at the unique index: the second waits for the first
+    and does nothing, instead of failing with an integrity error.
+    """
+    insert: Any
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    result = session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=unique))
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def database_busy() -> ServiceUnavailable:
+    """Return the error for a database that timed out or could not be reached."""
+    return ServiceUnavailable("The database is busy or unreachable; nothing was stored. Try again shortly.")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -57,17 +129,34 @@ def get_session(request: Request) -> Iterator[Session]:
     session = factory()
     try:
         yield session
-    except CommitThenRaise:
-        # An audited refusal: the only thing written is the audit event recording it.
-        session.commit()
+    except GatewayError as error:
+        if error.audit:
+            _commit_refusal(session, error)
+        else:
+            session.rollback()
         raise
+    except (OperationalError, PoolTimeout):
+        session.rollback()
+        raise database_busy() from None
     except BaseException:
         session.rollback()
         raise
     else:
-        session.commit()
+        try:
+            session.commit()
+        except (OperationalError, PoolTimeout):
+            session.rollback()
+            raise database_busy() from None
     finally:
         session.close()
+
+
+def _commit_refusal(session: Session, error: GatewayError) -> None:
+    try:
+        commit_refusal(session, error)
+    except (OperationalError, PoolTimeout):
+        session.rollback()
+        raise database_busy() from None
 
 
 # scope="function": commit before the response is sent, so a 2xx always means "stored".

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 # Only these extra attributes reach the log line; anything else passed as `extra` is dropped,
 # so a careless call cannot leak a name or an NHS number into the logs.
@@ -27,6 +28,25 @@ class JsonFormatter(logging.Formatter):
             # The exception type only: messages and tracebacks may quote submitted values.
             line["exception"] = record.exc_info[0].__name__
         return json.dumps(line, default=str)
+
+
+def uvicorn_log_config(level: str = "INFO") -> dict[str, Any]:
+    """Return a logging config that makes uvicorn's own loggers write the same JSON lines.
+
+    Without it, uvicorn prints plain text, and "Exception in ASGI application" tracebacks that
+    may quote submitted values.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
 
 
 def configure_logging(level: str = "INFO") -> None:

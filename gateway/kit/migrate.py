@@ -26,8 +26,26 @@ def alembic_config(database_url: str, *, connection: Connection | None = None) -
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to a revision (head by default)."""
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(str(engine.url), connection=connection), revision)
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a table by rebuilding it (Alembic's batch mode), which must not
+            # cascade or fail on foreign keys midway; the keys are checked once it is done.
+            # The pragma only takes effect outside a transaction, hence on the driver's connection
+            # (which SQLAlchemy would otherwise wrap in one) before begin().
+            _sqlite_foreign_keys(connection, on=False)
+        with connection.begin():
+            command.upgrade(alembic_config(str(engine.url), connection=connection), revision)
+            if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise RuntimeError("the migration left rows whose foreign keys point nowhere; rolled back")
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None
+    driver_connection.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
 
 
 def head_revision() -> str | None:

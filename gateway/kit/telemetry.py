@@ -6,17 +6,23 @@ URL, a name, an NHS number or a query string.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Request
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
 from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.settings import Settings
+
+from .errors import InternalError, render
+
+log = logging.getLogger(__name__)
 
 
 def build_tracer_provider(settings: Settings) -> TracerProvider:
@@ -49,26 +55,65 @@ def route_template(request: Request) -> str:
     return next((template for regex, template in templates if regex.match(path)), "unmatched")
 
 
-def install_request_spans(app: FastAPI) -> None:
-    """Open a server span per request, named by route template.
+SECURITY_HEADERS = (
+    # Every answer may hold personal data or a token: no cache may keep it, no browser may sniff it.
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+)
 
-    Written here rather than with opentelemetry-instrumentation-fastapi because that records
-    the raw URL path and query (which hold child ids and purposes) in span attributes.
+
+class RequestMiddleware:
+    """Per request: an id, a server span named by route template, safe headers, and no tracebacks.
+
+    Written as plain ASGI rather than with opentelemetry-instrumentation-fastapi, because that
+    records the raw URL path and query (which hold child ids and purposes) in span attributes.
+    An exception nothing else handled becomes a 500 in the matched route's format here, logged
+    as its type only: a traceback may quote a submitted value.
     """
-    tracer = trace.get_tracer("gateway.http")
 
-    @app.middleware("http")
-    async def _span_per_request(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]
-        request.state.request_id = str(uuid.uuid4())
-        with tracer.start_as_current_span(f"{request.method} request", kind=SpanKind.SERVER) as span:
-            span.set_attribute("http.request.method", request.method)
-            response = await call_next(request)
-            route = route_template(request)
-            span.update_name(f"{request.method} {route}")
-            span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", response.status_code)
-            span.set_attribute("gateway.request_id", request.state.request_id)
-            if response.status_code >= 500:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.tracer = trace.get_tracer("gateway.http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        request = Request(scope)
+        status = 500
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                headers += [*SECURITY_HEADERS, (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with self.tracer.start_as_current_span(f"{scope['method']} request", kind=SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", scope["method"])
+            span.set_attribute("gateway.request_id", request_id)
+            try:
+                await self.app(scope, receive, send_with_headers)
+            except Exception as exc:
+                log.error(
+                    "unhandled error",
+                    extra={"request_id": request_id, "path_template": route_template(request),
+                           "event": type(exc).__name__},
+                )
                 span.set_status(Status(StatusCode.ERROR))
-        response.headers["X-Request-Id"] = request.state.request_id
-        return response
+                if started:
+                    raise  # the response is half sent; the server can only close the connection
+                error = InternalError("The gateway failed; nothing from this request was stored.")
+                await render(request, error)(scope, receive, send_with_headers)
+            route = route_template(request)
+            span.update_name(f"{scope['method']} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))

@@ -1,14 +1,13 @@
 """Every ORM model of the gateway, in one place (the audit log's lives in `audit`)."""
 
-from .base import Agency, Base, utcnow
-from .child import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState, RecordStatus
+from .base import Base, utcnow
+from .child import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState
 from .client import Client, UsedAssertion
 from .consent import Consent, Override
-from .item import Item
+from .item import Item, ItemContent
 from .team import Case, Team, TeamMember
 
 __all__ = [
-    "Agency",
     "Base",
     "Case",
     "Child",
@@ -17,11 +16,11 @@ __all__ = [
     "Consent",
     "Identity",
     "Item",
+    "ItemContent",
     "Link",
     "LinkMethod",
     "LinkState",
     "Override",
-    "RecordStatus",
     "Team",
     "TeamMember",
     "UsedAssertion",

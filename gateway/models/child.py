@@ -9,7 +9,9 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, UUIDPrimaryKey, utcnow
+from policies import Agency, RecordStatus
+
+from .base import Base, SealedRowMixin, UUIDPrimaryKey, str_enum, utcnow
 
 
 class Child(UUIDPrimaryKey, Base):
@@ -32,25 +34,17 @@ class ChildIdentifier(Base):
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
 
 
-class RecordStatus(StrEnum):
-    """Lifecycle of a stored version of a source record."""
-
-    CURRENT = "current"
-    SUPERSEDED = "superseded"
-    ENTERED_IN_ERROR = "entered_in_error"
-
-
-class Identity(UUIDPrimaryKey, Base):
+class Identity(SealedRowMixin, UUIDPrimaryKey, Base):
     """One source's claim about a child, kept per source and version, never overwritten."""
 
     __tablename__ = "identity"
     __table_args__ = (UniqueConstraint("client_id", "source_record_id", "source_version"),)
 
     client_id: Mapped[str] = mapped_column(ForeignKey("client.id"), index=True)
-    agency: Mapped[str] = mapped_column(String(32))
+    agency: Mapped[Agency] = mapped_column(str_enum(Agency, 32))
     source_record_id: Mapped[str] = mapped_column(String(255))
     source_version: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(32), default=RecordStatus.CURRENT)
+    status: Mapped[RecordStatus] = mapped_column(str_enum(RecordStatus, 32), default=RecordStatus.CURRENT)
     nhs_number_index: Mapped[str | None] = mapped_column(String(64), index=True)
     # The claim itself (names, birth date, address…), sealed under the linked child's data key.
     sealed_claim: Mapped[bytes] = mapped_column(LargeBinary)
@@ -58,20 +52,15 @@ class Identity(UUIDPrimaryKey, Base):
 
 
 class LinkMethod(StrEnum):
-    """How an identity came to be linked to a child."""
+    """How an identity came to be linked to a child (more methods come with scored matching)."""
 
     NHS_NUMBER = "nhs_number"
-    UPN = "upn"
-    SCORED = "scored"
-    MANUAL = "manual"
 
 
 class LinkState(StrEnum):
-    """Whether a link is in force, awaiting review or rejected."""
+    """Whether a link is in force (review and rejection come with the link review queue)."""
 
     LINKED = "linked"
-    REVIEW = "review"
-    REJECTED = "rejected"
 
 
 class Link(UUIDPrimaryKey, Base):
@@ -81,8 +70,8 @@ class Link(UUIDPrimaryKey, Base):
 
     identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identity.id"), index=True)
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
-    method: Mapped[str] = mapped_column(String(32))
+    method: Mapped[LinkMethod] = mapped_column(str_enum(LinkMethod, 32))
     score: Mapped[float | None]
-    state: Mapped[str] = mapped_column(String(32))
+    state: Mapped[LinkState] = mapped_column(str_enum(LinkState, 32))
     decided_by: Mapped[str] = mapped_column(String(255))
     decided_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, utcnow
+from policies import Agency
+
+from .base import Base, str_enum, utcnow
 
 
 class Client(Base):
@@ -18,8 +20,9 @@ class Client(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    agency: Mapped[str] = mapped_column(String(32))
+    agency: Mapped[Agency] = mapped_column(str_enum(Agency, 32))
     jwks: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # RecordKind values this client may push (`identity` for claims about who a child is).
     allowed_kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,7 +8,9 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, UUIDPrimaryKey, utcnow
+from policies import ConsentStatus, Purpose
+
+from .base import Base, UUIDPrimaryKey, str_enum, utcnow
 
 
 class Consent(UUIDPrimaryKey, Base):
@@ -18,8 +20,8 @@ class Consent(UUIDPrimaryKey, Base):
 
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
     given_by: Mapped[str] = mapped_column(String(32))  # child | parental_responsibility
-    status: Mapped[str] = mapped_column(String(16))  # given | refused | withdrawn
-    purpose: Mapped[str] = mapped_column(String(32))
+    status: Mapped[ConsentStatus] = mapped_column(str_enum(ConsentStatus, 16))
+    purpose: Mapped[Purpose] = mapped_column(str_enum(Purpose, 32))
     agencies: Mapped[list[str]] = mapped_column(JSON, default=list)
     categories: Mapped[list[str]] = mapped_column(JSON, default=list)
     period_start: Mapped[datetime | None]

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, UUIDPrimaryKey, utcnow
-from .child import RecordStatus
+from policies import Agency, RecordKind, RecordStatus
+
+from .base import Base, SealedRowMixin, UUIDPrimaryKey, str_enum, utcnow
 
 
-class Item(UUIDPrimaryKey, Base):
+class ItemContent(BaseModel):
+    """What an item's sealed content holds: the summary shown and the source's own payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    summary: str
+    payload: dict[str, Any]
+
+
+class Item(SealedRowMixin, UUIDPrimaryKey, Base):
     """One version of one source record about one child."""
 
     __tablename__ = "item"
@@ -21,17 +33,18 @@ class Item(UUIDPrimaryKey, Base):
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
     identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identity.id"))
     client_id: Mapped[str] = mapped_column(ForeignKey("client.id"), index=True)
-    agency: Mapped[str] = mapped_column(String(32))
+    agency: Mapped[Agency] = mapped_column(str_enum(Agency, 32))
     source_record_id: Mapped[str] = mapped_column(String(255))
     source_version: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[RecordKind] = mapped_column(str_enum(RecordKind, 64))
     category: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     security_labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # 3x5x2 handling code (P or C), from the police adapter; None for other agencies.
     police_handling_code: Mapped[str | None] = mapped_column(String(1))
-    police_grading: Mapped[str | None] = mapped_column(String(8))
+    # The source judged disclosure more detrimental to the child than not (Children Act 2004 s16LA).
     detrimental: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[str] = mapped_column(String(32), default=RecordStatus.CURRENT)
-    # Summary and original payload, sealed under the child's data key.
+    status: Mapped[RecordStatus] = mapped_column(str_enum(RecordStatus, 32), default=RecordStatus.CURRENT)
+    # ItemContent, sealed under the child's data key.
     sealed_content: Mapped[bytes] = mapped_column(LargeBinary)

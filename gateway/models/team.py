@@ -8,7 +8,9 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, UUIDPrimaryKey, utcnow
+from policies import Agency, CaseStatus
+
+from .base import Base, UUIDPrimaryKey, str_enum, utcnow
 
 
 class Team(UUIDPrimaryKey, Base):
@@ -29,7 +31,7 @@ class TeamMember(UUIDPrimaryKey, Base):
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("team.id"), index=True)
     subject: Mapped[str] = mapped_column(String(255), index=True)
     display_name: Mapped[str] = mapped_column(String(200))
-    agency: Mapped[str] = mapped_column(String(32))
+    agency: Mapped[Agency] = mapped_column(str_enum(Agency, 32))
     role: Mapped[str] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(default=True)
 
@@ -41,7 +43,7 @@ class Case(UUIDPrimaryKey, Base):
 
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("team.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
+    status: Mapped[CaseStatus] = mapped_column(str_enum(CaseStatus, 16), default=CaseStatus.OPEN)
     lead_practitioner: Mapped[str | None] = mapped_column(String(255))
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]

@@ -1,0 +1,39 @@
+"""What a viewer is to a child, and why: the one thing that opens a child's data.
+
+A `ChildAccess` is made only by `cases.service.require_child_access`, after the access query
+has found the grant. Every repository function that reads a child's data takes one instead of
+a bare child id (tests/gateway/test_child_scope.py fails when a query of a child's data
+bypasses this), so a read that skipped the gate does not type-check.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from policies import Agency, Relationship
+
+
+@dataclass(frozen=True)
+class AllocationGrant:
+    """The viewer is an active member of the team a child's open case is allocated to."""
+
+    case_id: uuid.UUID
+    team_id: uuid.UUID
+    member_id: uuid.UUID
+
+
+# Break-glass grants (time-limited, with a reason, always reviewed) join this union.
+Grant = AllocationGrant
+
+
+@dataclass(frozen=True)
+class ChildAccess:
+    """Who is looking at which child, in what capacity, and on what grant."""
+
+    child_id: uuid.UUID
+    subject: str
+    agency: Agency
+    role: str
+    relationship: Relationship
+    grant: Grant
