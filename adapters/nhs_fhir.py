@@ -371,6 +371,13 @@ def _validate(data: dict[str, Any], resource_type: str, *, prefix: str | None = 
         raise AdapterError(
             [Issue("error", "not-supported", prefix or resource_type, f"unknown FHIR resource type {exc.args[0]!r}")]
         ) from None
+    except (TypeError, AttributeError):
+        # fhir.resources looks nested resources up by their resourceType before validating them,
+        # and fails with a TypeError when one is not a string (e.g. a list).
+        raise AdapterError(
+            [Issue("error", "structure", prefix or resource_type,
+                   "every resource must have a resourceType that is the name of a FHIR resource")]
+        ) from None
 
 
 def _validation_issues(exc: ValidationError, root: str) -> list[Issue]:
@@ -522,6 +529,11 @@ def _encounter(
                 else ("not-found", "the subject reference matches no Patient in this Bundle")
             )
             return RejectedEntry(index, path, (Issue("error", code, location, message),))
+    try:
+        occurred_at = _utc(_datetime((resource.get("period") or {}).get("start")))
+    except OverflowError:
+        issue = Issue("error", "value", f"{path}.period.start", "the start must lie between the years 1 and 9999 in UTC")
+        return RejectedEntry(index, path, (issue,))
     encounter_class = resource.get("class") or {}
     type_codings = [c for t in resource.get("type") or [] for c in t.get("coding") or []]
     emergency = encounter_class.get("code") == EMERGENCY_CLASS or any(
@@ -532,7 +544,7 @@ def _encounter(
         source_version=version,
         kind="encounter",
         category="health.urgent_care" if emergency else "health.encounter",
-        occurred_at=_datetime((resource.get("period") or {}).get("start")),
+        occurred_at=occurred_at,
         summary=_encounter_summary(encounter_class, type_codings),
         security_labels=frozenset(
             s["code"] for s in (resource.get("meta") or {}).get("security") or [] if s.get("code")
@@ -587,3 +599,9 @@ def _datetime(value: str | None) -> datetime | None:
     value = _LEAP_SECOND.sub("59.999999", value, count=1)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Return the instant in UTC; raise OverflowError for the few valid FHIR instants that lie
+    outside the years 1 to 9999 once in UTC (e.g. 0001-01-01T00:00:00+14:00)."""
+    return value.astimezone(UTC) if value is not None else None

@@ -1,0 +1,96 @@
+"""The Auditor: events land at commit, in the same transaction, carrying request and trace ids."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, ActorType, AuditAction, AuditEvent, Outcome, verify
+from gateway.kit.auditor import Auditor, commit_refusal
+from gateway.kit.errors import Forbidden
+
+ACTOR = Actor(type=ActorType.CLIENT, id="test-client", agency="health")
+
+
+def _count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+
+def test_events_are_appended_when_the_transaction_commits(session: Session) -> None:
+    before = _count(session)
+    auditor = Auditor(session, ACTOR, request_id="req-1")
+
+    auditor.record(AuditAction.CLIENT_TOKEN_ISSUED, Outcome.SUCCESS)
+    session.flush()
+    assert _count(session) == before  # kept, not yet written: the trail's lock is not taken yet
+
+    session.commit()
+    assert _count(session) == before + 1
+    event = session.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
+    assert event is not None and event.request_id == "req-1" and event.actor_id == "test-client"
+    assert verify(session).ok
+
+
+def test_an_event_carries_the_trace_id_of_the_span_it_was_recorded_in(session: Session) -> None:
+    auditor = Auditor(session, ACTOR)
+
+    with trace.get_tracer("test").start_as_current_span("work") as span:
+        auditor.record(AuditAction.CLIENT_TOKEN_ISSUED)
+        expected = format(span.get_span_context().trace_id, "032x")
+    session.commit()
+
+    event = session.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
+    assert event is not None and event.trace_id == expected and len(expected) == 32
+
+
+def test_an_event_kept_in_a_rolled_back_savepoint_is_dropped_with_it(session: Session) -> None:
+    before = _count(session)
+    auditor = Auditor(session, ACTOR)
+
+    auditor.record(AuditAction.CLIENT_RECORDS_PUSHED, detail={"kept": "outer"})
+    savepoint = session.begin_nested()
+    auditor.record(AuditAction.CLIENT_RECORDS_PUSHED, detail={"kept": "rolled back"})
+    savepoint.rollback()
+    with session.begin_nested():
+        auditor.record(AuditAction.CLIENT_RECORDS_PUSHED, detail={"kept": "released"})
+    session.commit()
+
+    details = [e.detail["kept"] for e in session.scalars(select(AuditEvent).where(AuditEvent.seq > before))]
+    assert details == ["outer", "released"]
+
+
+def test_a_rollback_drops_kept_events(session: Session) -> None:
+    before = _count(session)
+    Auditor(session, ACTOR).record(AuditAction.CLIENT_TOKEN_ISSUED)
+
+    session.rollback()
+    session.commit()
+
+    assert _count(session) == before
+
+
+def test_a_refusal_commits_its_own_event_and_nothing_else(session: Session) -> None:
+    before = _count(session)
+    auditor = Auditor(session, ACTOR)
+    auditor.record(AuditAction.CLIENT_RECORDS_PUSHED)  # work the refused request had done
+    error = auditor.refuse(Forbidden("no"), AuditAction.STAFF_VIEW_REFUSED, detail={"reason": "test"})
+
+    commit_refusal(session, error)
+
+    events = list(session.scalars(select(AuditEvent).where(AuditEvent.seq > before)))
+    assert [(e.action, e.outcome, e.detail) for e in events] == [
+        (AuditAction.STAFF_VIEW_REFUSED.value, Outcome.DENIED.value, {"reason": "test"})
+    ]
+
+
+def test_an_event_needs_an_actor(session: Session) -> None:
+    auditor = Auditor(session, None)
+
+    try:
+        auditor.record(AuditAction.CLIENT_TOKEN_ISSUED)
+    except ValueError as error:
+        assert "needs an actor" in str(error)
+    else:
+        raise AssertionError("an event without an actor was kept")
+    auditor.record(AuditAction.CLIENT_TOKEN_ISSUED, actor=ACTOR)  # naming one per event is enough
