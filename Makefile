@@ -27,7 +27,8 @@ demo: $(VENV)/.installed
 ## Install the test dependencies and run the whole suite (SQLite, or GATEWAY_TEST_DATABASE_URL)
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check gateway adapters policies audit tests
-	$(BIN)/python -m pytest --cov --cov-branch --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/mypy
+	GATEWAY_REQUIRE_CONFORMANCE=1 $(BIN)/python -m pytest --cov --cov-branch --cov-report=term:skip-covered $(PYTEST_ARGS)
 	$(BIN)/python -m coverage report --include='audit/*,policies/*' --fail-under=100 --show-missing
 
 ## Run the README's curl walk-through against a fresh demo (used by CI)

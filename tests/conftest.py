@@ -28,6 +28,20 @@ from gateway.kit.migrate import upgrade
 from gateway.settings import Settings
 
 
+# Public test material (NHS England's UK Core R4 examples), kept beside the repository.
+CONFORMANCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "ukcore-r4-examples"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, saying why, when `make test` runs without the conformance material."""
+    if os.environ.get("GATEWAY_REQUIRE_CONFORMANCE") and not CONFORMANCE_DIR.is_dir():
+        pytest.exit(
+            f"the UK Core conformance examples are missing: expected them at {CONFORMANCE_DIR} "
+            "(the shared/ folder beside this repository). The suite does not run without them.",
+            returncode=4,
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def span_exporter() -> InMemorySpanExporter:
     """Collect every span of the run in memory (the app factory leaves a set provider alone)."""

@@ -22,6 +22,7 @@ from gateway.demo.generator import (
 )
 from gateway.models import Case, Client, Team, TeamMember
 from gateway.settings import Settings
+from policies import Agency
 
 _rng = random.Random(7)
 
@@ -34,11 +35,12 @@ def nhs_number() -> str:
 def make_client(
     session: Session,
     *,
-    agency: str = "health",
+    agency: Agency | str = Agency.HEALTH,
     kinds: tuple[str, ...] = ("identity", "encounter"),
     client_id: str | None = None,
 ) -> tuple[Client, ECKey]:
     """Register a source system with a fresh ES384 key; return it and its private key."""
+    agency = Agency(agency)
     key = ECKey.generate_key("P-384", private=True, auto_kid=True)
     client = Client(
         id=client_id or f"test-{agency}-{uuid.uuid4().hex[:8]}",
@@ -60,8 +62,11 @@ def make_team(session: Session, *, name: str = "Test MACPT") -> Team:
     return team
 
 
-def add_member(session: Session, team: Team, *, agency: str, role: str, subject: str | None = None) -> TeamMember:
+def add_member(
+    session: Session, team: Team, *, agency: Agency | str, role: str, subject: str | None = None
+) -> TeamMember:
     """Put a staff member on a team."""
+    agency = Agency(agency)
     member = TeamMember(
         team_id=team.id,
         subject=subject or f"{agency}.{uuid.uuid4().hex[:8]}@test.example",

@@ -9,7 +9,7 @@ from typing import Any
 
 from joserfc.jwk import ECKey, KeySet
 
-from gateway.kit.secrets import write_secret_file
+from gateway.kit.secrets import read_secret_file, write_secret_file
 
 SIGNING_KEY_FILE = "token-signing.jwk"
 TOKEN_ALGORITHM = "ES384"
@@ -25,12 +25,7 @@ class SigningKeys:
     @classmethod
     def load(cls, keys_dir: Path) -> SigningKeys:
         """Load the signing key from the keys folder, with a clear error when it is missing."""
-        path = keys_dir / SIGNING_KEY_FILE
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise RuntimeError(f"key file {path} is missing: run `gateway keys create`") from None
-        private = ECKey.import_key(data)
+        private = ECKey.import_key(json.loads(read_secret_file(keys_dir / SIGNING_KEY_FILE)))
         public = ECKey.import_key(private.as_dict(private=False))
         return cls(private=private, verification=KeySet([public]))
 

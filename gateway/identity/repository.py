@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
@@ -16,27 +16,16 @@ def get_identity_version(
     session: Session, *, client_id: str, source_record_id: str, source_version: str
 ) -> Identity | None:
     """Return one stored version of a source's identity record, if pushed before."""
-    return session.scalar(
-        select(Identity).where(
-            Identity.client_id == client_id,
-            Identity.source_record_id == source_record_id,
-            Identity.source_version == source_version,
-        )
+    statement = Identity.select_version(
+        client_id=client_id, source_record_id=source_record_id, source_version=source_version
     )
+    identity: Identity | None = session.scalar(statement)
+    return identity
 
 
 def supersede_identities(session: Session, *, client_id: str, source_record_id: str) -> None:
     """Mark the current version(s) of a source's identity record superseded by a newer one."""
-    session.execute(
-        update(Identity)
-        .where(
-            Identity.client_id == client_id,
-            Identity.source_record_id == source_record_id,
-            Identity.status == RecordStatus.CURRENT,
-        )
-        .values(status=RecordStatus.SUPERSEDED)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(Identity.supersede(client_id=client_id, source_record_id=source_record_id))
 
 
 def get_current_identities(session: Session, *, client_id: str, source_record_id: str) -> list[Identity]:

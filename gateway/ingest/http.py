@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -27,7 +27,7 @@ def media_type_of(content_type: str | None, default: str) -> str:
     return (content_type or default).split(";", 1)[0].strip().lower()
 
 
-def body_reader(adapter: Adapter, *, default_media_type: str) -> Callable[[Request], Awaitable[PushBody]]:
+def body_reader(adapter: Adapter, *, default_media_type: str) -> Callable[[Request], Coroutine[None, None, PushBody]]:
     """Return a dependency that checks the Content-Type, then reads the body, stopping at the limit."""
 
     async def read_body(request: Request) -> PushBody:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from pydantic import TypeAdapter
 
 from .errors import Gone
-from .secrets import write_secret_file
+from .secrets import read_secret_file, write_secret_file
 
 KEK_FILE = "data-kek.key"
 INDEX_KEY_FILE = "blind-index.key"
@@ -114,10 +114,7 @@ def create_data_keys(keys_dir: Path) -> list[Path]:
 
 
 def _read_key(path: Path) -> bytes:
-    try:
-        key = base64.b64decode(path.read_bytes().strip(), validate=True)
-    except FileNotFoundError:
-        raise RuntimeError(f"key file {path} is missing: run `gateway keys create`") from None
+    key = base64.b64decode(read_secret_file(path).strip(), validate=True)
     if len(key) != 32:
         raise RuntimeError(f"key file {path} must hold 32 bytes, base64-encoded")
     return key

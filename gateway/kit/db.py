@@ -114,8 +114,10 @@ def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any],
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    result = session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=unique))
-    return bool(getattr(result, "rowcount", 0) == 1)
+    table = model.__table__
+    # RETURNING, not rowcount: PostgreSQL's driver reports rowcount -1 for this statement.
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
+    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
 def database_busy() -> ServiceUnavailable:

@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 
+def read_secret_file(path: Path) -> bytes:
+    """Return a key file's bytes, or fail saying which file is missing and how to make it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise RuntimeError(f"key file {path} is missing: run `gateway keys create`") from None
+
+
 def write_secret_file(path: Path, data: bytes) -> None:
     """Create `path` with mode 0600 and write `data`; refuse to overwrite an existing file."""
     path.parent.mkdir(parents=True, exist_ok=True)

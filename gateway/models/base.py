@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, MetaData, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import DateTime, Enum, ForeignKey, MetaData, Select, String, TypeDecorator, UniqueConstraint, Update
+from sqlalchemy import select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+from policies import RecordStatus
 
 # One naming convention for the whole schema, the audit trail's tables included.
 from audit.models import NAMING_CONVENTION
@@ -70,6 +73,54 @@ class SealedRowMixin:
     def sealing_context(self) -> str:
         """Return this row's sealing context."""
         return self.context_for(self.id)
+
+
+class SourceVersionedMixin:
+    """One version of a source system's record: pushes are idempotent on (client, record, version).
+
+    Identities and items are both kept this way; a newer version supersedes the older ones.
+    """
+
+    source_record_id: Mapped[str] = mapped_column(String(255))
+    source_version: Mapped[str] = mapped_column(String(64))
+
+    @declared_attr
+    def client_id(cls) -> Mapped[str]:
+        """The source system that pushed this version."""
+        return mapped_column(ForeignKey("client.id"), index=True)
+
+    @declared_attr
+    def status(cls) -> Mapped[RecordStatus]:
+        """Whether this version is in force."""
+        return mapped_column(str_enum(RecordStatus, 32), default=RecordStatus.CURRENT)
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[UniqueConstraint]:
+        return (UniqueConstraint("client_id", "source_record_id", "source_version"),)
+
+    @classmethod
+    def select_version(cls, *, client_id: str, source_record_id: str, source_version: str) -> Select[Any]:
+        """Select one stored version of a source record."""
+        return select(cls).where(
+            cls.client_id == client_id,
+            cls.source_record_id == source_record_id,
+            cls.source_version == source_version,
+        )
+
+    @classmethod
+    def supersede(cls, *, client_id: str, source_record_id: str) -> Update:
+        """Return the statement that marks every version still in force superseded."""
+        return (
+            update(cls)
+            .where(
+                cls.client_id == client_id,
+                cls.source_record_id == source_record_id,
+                cls.status != RecordStatus.SUPERSEDED,
+            )
+            .values(status=RecordStatus.SUPERSEDED)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def str_enum(enum_type: type[StrEnum], length: int) -> Enum:

@@ -6,12 +6,12 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from policies import Agency, RecordStatus
+from policies import Agency
 
-from .base import Base, SealedRowMixin, UUIDPrimaryKey, str_enum, utcnow
+from .base import Base, SealedRowMixin, SourceVersionedMixin, UUIDPrimaryKey, str_enum, utcnow
 
 
 class Child(UUIDPrimaryKey, Base):
@@ -34,17 +34,12 @@ class ChildIdentifier(Base):
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
 
 
-class Identity(SealedRowMixin, UUIDPrimaryKey, Base):
+class Identity(SourceVersionedMixin, SealedRowMixin, UUIDPrimaryKey, Base):
     """One source's claim about a child, kept per source and version, never overwritten."""
 
     __tablename__ = "identity"
-    __table_args__ = (UniqueConstraint("client_id", "source_record_id", "source_version"),)
 
-    client_id: Mapped[str] = mapped_column(ForeignKey("client.id"), index=True)
     agency: Mapped[Agency] = mapped_column(str_enum(Agency, 32))
-    source_record_id: Mapped[str] = mapped_column(String(255))
-    source_version: Mapped[str] = mapped_column(String(64))
-    status: Mapped[RecordStatus] = mapped_column(str_enum(RecordStatus, 32), default=RecordStatus.CURRENT)
     nhs_number_index: Mapped[str | None] = mapped_column(String(64), index=True)
     # The claim itself (names, birth date, address…), sealed under the linked child's data key.
     sealed_claim: Mapped[bytes] = mapped_column(LargeBinary)

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from policies import Agency, RecordKind, RecordStatus
+from policies import Agency, RecordKind
 
-from .base import Base, SealedRowMixin, UUIDPrimaryKey, str_enum, utcnow
+from .base import Base, SealedRowMixin, SourceVersionedMixin, UUIDPrimaryKey, str_enum, utcnow
 
 
 class ItemContent(BaseModel):
@@ -24,18 +24,14 @@ class ItemContent(BaseModel):
     payload: dict[str, Any]
 
 
-class Item(SealedRowMixin, UUIDPrimaryKey, Base):
+class Item(SourceVersionedMixin, SealedRowMixin, UUIDPrimaryKey, Base):
     """One version of one source record about one child."""
 
     __tablename__ = "item"
-    __table_args__ = (UniqueConstraint("client_id", "source_record_id", "source_version"),)
 
     child_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("child.id"), index=True)
     identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identity.id"))
-    client_id: Mapped[str] = mapped_column(ForeignKey("client.id"), index=True)
     agency: Mapped[Agency] = mapped_column(str_enum(Agency, 32))
-    source_record_id: Mapped[str] = mapped_column(String(255))
-    source_version: Mapped[str] = mapped_column(String(64))
     kind: Mapped[RecordKind] = mapped_column(str_enum(RecordKind, 64))
     category: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime | None]
@@ -45,6 +41,5 @@ class Item(SealedRowMixin, UUIDPrimaryKey, Base):
     police_handling_code: Mapped[str | None] = mapped_column(String(1))
     # The source judged disclosure more detrimental to the child than not (Children Act 2004 s16LA).
     detrimental: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[RecordStatus] = mapped_column(str_enum(RecordStatus, 32), default=RecordStatus.CURRENT)
     # ItemContent, sealed under the child's data key.
     sealed_content: Mapped[bytes] = mapped_column(LargeBinary)

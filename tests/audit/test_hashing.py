@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -41,8 +42,8 @@ def test_merkle_root_matches_the_rfc_definition(size: int) -> None:
     assert merkle_root(leaves) == _reference_mth(leaves)
 
 
-def _event(**overrides):  # type: ignore[no-untyped-def]
-    values = {name: None for name in HASHED_COLUMNS}
+def _event(**overrides: Any) -> SimpleNamespace:
+    values: dict[str, Any] = dict.fromkeys(HASHED_COLUMNS)
     values.update(seq=1, occurred_at=datetime(2026, 11, 22, 9, 30, 0, 123456, tzinfo=UTC), actor_type="user",
                   actor_id="a", action="staff:view:opened", outcome="success", items=[], detail={},
                   prev_hash="0" * 64)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
-from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.orm import Session
 
 from audit import (
     Actor,
@@ -27,24 +29,31 @@ from tests.tamper import disable_audit_triggers
 ACTOR = Actor(ActorType.USER, "someone@test.example", "police", "police_officer")
 
 
-def _entry(**overrides) -> AuditRecord:  # type: ignore[no-untyped-def]
-    values = {"action": AuditAction.STAFF_VIEW_OPENED, "actor": ACTOR, "outcome": Outcome.SUCCESS}
-    values.update(overrides)
-    return AuditRecord(**values)
+def _entry(**overrides: Any) -> AuditRecord:
+    return dataclasses.replace(
+        AuditRecord(action=AuditAction.STAFF_VIEW_OPENED, actor=ACTOR, outcome=Outcome.SUCCESS), **overrides
+    )
 
 
-def _append(session, count: int) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
+def _append(session: Session, count: int) -> list[AuditEvent]:
     return [record(session, _entry(detail={"n": n})) for n in range(count)]
 
 
-def test_first_event_starts_the_chain(session) -> None:  # type: ignore[no-untyped-def]
+def _problem(session: Session, *, batch_size: int = 1000) -> tuple[int | None, str]:
+    """Verify the trail, which must be broken; return the first broken seq and the problem."""
+    result = verify(session, batch_size=batch_size)
+    assert not result.ok and result.problem is not None, result
+    return result.first_broken_seq, result.problem
+
+
+def test_first_event_starts_the_chain(session: Session) -> None:
     first = record(session, _entry())
 
     assert first.seq == 1
     assert first.prev_hash == GENESIS_HASH
 
 
-def test_each_event_holds_the_previous_hash_and_is_a_merkle_leaf(session) -> None:  # type: ignore[no-untyped-def]
+def test_each_event_holds_the_previous_hash_and_is_a_merkle_leaf(session: Session) -> None:
     child = uuid.uuid4()
     item = uuid.uuid4()
     first, second = _append(session, 1)[0], record(
@@ -57,11 +66,12 @@ def test_each_event_holds_the_previous_hash_and_is_a_merkle_leaf(session) -> Non
     assert second.prev_hash == first.hash
     assert second.hash == leaf_hash(canonical_bytes(second)).hex()
     stored = session.get(AuditEvent, second.seq)
+    assert stored is not None
     assert stored.items == [{"item": str(item), "decision": "disclose", "rule": "cp.health"}]
     assert stored.child_id == child
 
 
-def test_clean_trail_verifies_with_its_root(session) -> None:  # type: ignore[no-untyped-def]
+def test_clean_trail_verifies_with_its_root(session: Session) -> None:
     events = _append(session, 7)
     session.expire_all()
 
@@ -72,13 +82,13 @@ def test_clean_trail_verifies_with_its_root(session) -> None:  # type: ignore[no
     assert result.root_hash is not None and len(result.root_hash) == 64
 
 
-def test_empty_trail_verifies(session) -> None:  # type: ignore[no-untyped-def]
+def test_empty_trail_verifies(session: Session) -> None:
     result = verify(session)
 
     assert result.ok and result.events_checked == 0 and result.root_hash is None
 
 
-def test_altered_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
+def test_altered_row_is_named(session: Session) -> None:
     events = _append(session, 5)
     target = events[2].seq
     disable_audit_triggers(session)
@@ -86,54 +96,53 @@ def test_altered_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
                     .execution_options(synchronize_session=False))
     session.expire_all()
 
-    result = verify(session, batch_size=2)
+    first_broken_seq, problem = _problem(session, batch_size=2)
 
-    assert not result.ok
-    assert result.first_broken_seq == target
-    assert f"event {target}: content does not match its hash" in result.problem
-    assert "someone-else" not in result.problem
+    assert first_broken_seq == target
+    assert f"event {target}: content does not match its hash" in problem
+    assert "someone-else" not in problem
 
 
-def test_deleted_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
+def test_deleted_row_is_named(session: Session) -> None:
     events = _append(session, 5)
     gone = events[2].seq
     disable_audit_triggers(session)
     session.execute(text("DELETE FROM audit_event WHERE seq = :seq"), {"seq": gone})
     session.expire_all()
 
-    result = verify(session)
+    first_broken_seq, problem = _problem(session)
 
-    assert result.first_broken_seq == gone
-    assert f"event {gone} is missing" in result.problem
+    assert first_broken_seq == gone
+    assert f"event {gone} is missing" in problem
 
 
-def test_rechained_row_is_named(session) -> None:  # type: ignore[no-untyped-def]
+def test_rechained_row_is_named(session: Session) -> None:
     events = _append(session, 3)
     target = events[1].seq
     disable_audit_triggers(session)
     session.execute(text("UPDATE audit_event SET prev_hash = :h WHERE seq = :seq"), {"h": "f" * 64, "seq": target})
     session.expire_all()
 
-    result = verify(session)
+    first_broken_seq, problem = _problem(session)
 
-    assert result.first_broken_seq == target
-    assert "prev_hash does not match" in result.problem
+    assert first_broken_seq == target
+    assert "prev_hash does not match" in problem
 
 
-def test_rewritten_genesis_is_named(session) -> None:  # type: ignore[no-untyped-def]
+def test_rewritten_genesis_is_named(session: Session) -> None:
     if session.scalar(select(AuditEvent.seq).where(AuditEvent.seq == 1)) is None:
         record(session, _entry())
     disable_audit_triggers(session)
     session.execute(text("UPDATE audit_event SET prev_hash = :h WHERE seq = 1"), {"h": "e" * 64})
     session.expire_all()
 
-    result = verify(session)
+    first_broken_seq, problem = _problem(session)
 
-    assert result.first_broken_seq == 1
-    assert "genesis" in result.problem
+    assert first_broken_seq == 1
+    assert "genesis" in problem
 
 
-def test_orm_cannot_change_or_delete_an_event(session) -> None:  # type: ignore[no-untyped-def]
+def test_orm_cannot_change_or_delete_an_event(session: Session) -> None:
     event = record(session, _entry())
     event.outcome = Outcome.DENIED.value
     with pytest.raises(AppendOnlyViolation, match="may not be changed"):
@@ -146,16 +155,17 @@ def test_orm_cannot_change_or_delete_an_event(session) -> None:  # type: ignore[
         session.flush()
 
 
-def test_unchanged_loaded_event_flushes_fine(session) -> None:  # type: ignore[no-untyped-def]
+def test_unchanged_loaded_event_flushes_fine(session: Session) -> None:
     event = record(session, _entry())
     event.outcome = event.outcome  # touched but not modified
 
     session.flush()
 
-    assert session.get(AuditEvent, event.seq).outcome == "success"
+    loaded = session.get(AuditEvent, event.seq)
+    assert loaded is not None and loaded.outcome == "success"
 
 
-def test_record_never_commits(session) -> None:  # type: ignore[no-untyped-def]
+def test_record_never_commits(session: Session) -> None:
     savepoint = session.begin_nested()
     event = record(session, _entry(), now=datetime(2026, 1, 1, tzinfo=UTC))
     seq = event.seq
@@ -164,7 +174,7 @@ def test_record_never_commits(session) -> None:  # type: ignore[no-untyped-def]
     assert session.scalar(select(AuditEvent).where(AuditEvent.seq == seq)) is None
 
 
-def test_postgresql_appenders_take_the_advisory_lock_first() -> None:
+def test_postgresql_appenders_take_the_advisory_lock_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checked without a server too, so the lock is proven on every run, not only on PostgreSQL."""
     statements: list[str] = []
 
@@ -172,27 +182,25 @@ def test_postgresql_appenders_take_the_advisory_lock_first() -> None:
         def first(self) -> None:
             return None
 
-    class _FakeSession:
-        def get_bind(self):  # type: ignore[no-untyped-def]
-            return SimpleNamespace(dialect=SimpleNamespace(name="postgresql"))
+    def execute(statement: object, params: object = None) -> _Result:
+        statements.append(str(statement))
+        return _Result()
 
-        def execute(self, statement, params=None):  # type: ignore[no-untyped-def]
-            statements.append(str(statement))
-            return _Result()
+    # A real session on a PostgreSQL engine that never connects: what it would send is recorded instead.
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with Session(engine) as session:
+        monkeypatch.setattr(session, "execute", execute)
+        monkeypatch.setattr(session, "add", lambda _obj: statements.append("add"))
+        monkeypatch.setattr(session, "flush", lambda: statements.append("flush"))
 
-        def add(self, _obj) -> None:  # type: ignore[no-untyped-def]
-            statements.append("add")
-
-        def flush(self) -> None:
-            statements.append("flush")
-
-    record(_FakeSession(), _entry())  # type: ignore[arg-type]
+        record(session, _entry())
+    engine.dispose()
 
     assert "pg_advisory_xact_lock" in statements[0]
     assert statements[-2:] == ["add", "flush"]
 
 
-def test_concurrent_fork_is_impossible(session) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_fork_is_impossible(session: Session) -> None:
     from sqlalchemy.exc import IntegrityError
 
     event = record(session, _entry())
@@ -206,7 +214,7 @@ def test_concurrent_fork_is_impossible(session) -> None:  # type: ignore[no-unty
     nested.rollback()
 
 
-def test_guard_lets_other_rows_change_and_go(session) -> None:  # type: ignore[no-untyped-def]
+def test_guard_lets_other_rows_change_and_go(session: Session) -> None:
     from gateway.models import Team
 
     team = Team(name="Temporary", local_authority="Testshire")
@@ -223,7 +231,7 @@ def test_guard_lets_other_rows_change_and_go(session) -> None:  # type: ignore[n
 
 @pytest.mark.parametrize("statement", ["UPDATE audit_event SET actor_id = 'x' WHERE seq = :seq",
                                        "DELETE FROM audit_event WHERE seq = :seq"])
-def test_the_database_itself_refuses_changes(session, statement: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_database_itself_refuses_changes(session: Session, statement: str) -> None:
     from sqlalchemy.exc import DBAPIError
 
     seq = record(session, _entry()).seq

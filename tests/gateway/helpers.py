@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -37,9 +38,12 @@ def last_event(session: Session, action: str) -> AuditEvent:
     return event
 
 
-def push(http: Any, token: str, bundle: dict[str, Any]) -> Response:
+def push(http: TestClient, token: str, bundle: dict[str, Any]) -> Response:
     """POST a Bundle to /fhir/R4 as an agency system."""
-    return http.post("/fhir/R4", content=json.dumps(bundle), headers={**FHIR_JSON, "Authorization": f"Bearer {token}"})
+    response: Response = http.post(
+        "/fhir/R4", content=json.dumps(bundle), headers={**FHIR_JSON, "Authorization": f"Bearer {token}"}
+    )
+    return response
 
 
 def child_id_for(session: Session, keyring: DataKeyring, nhs_number: str) -> uuid.UUID:

@@ -51,7 +51,7 @@ def unscoped_child_queries(source: str, filename: str = "<source>") -> list[str]
         if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef) or _takes_access(function):
             continue
         for node in ast.walk(function):
-            if _filters_by_child(node):
+            if isinstance(node, ast.expr) and _filters_by_child(node):
                 problems.append(f"{filename}:{node.lineno} {function.name}")
     return problems
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -18,7 +19,7 @@ from tests.tamper import disable_audit_triggers
 
 
 @pytest.fixture
-def scratch_url(database_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def scratch_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     """Yield the URL of an empty database of the suite's kind, for commands that commit."""
     if not database_url.startswith("postgresql"):
         yield f"sqlite:///{tmp_path / 'cli.sqlite3'}"
@@ -35,7 +36,7 @@ def scratch_url(database_url: str, tmp_path) -> Iterator[str]:  # type: ignore[n
         admin.dispose()
 
 
-def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path: Path) -> None:
     env = {"GATEWAY_DATABASE_URL": scratch_url, "GATEWAY_KEYS_DIR": str(tmp_path / "keys")}
     runner = CliRunner()
 
@@ -47,7 +48,7 @@ def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path)
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(Child)) == 6
         assert connection.scalar(select(func.count()).select_from(Case)) == 5  # one child in six unallocated
-        assert connection.scalar(select(func.count()).select_from(Item)) > 6
+        assert connection.execute(select(func.count()).select_from(Item)).scalar_one() > 6
         events = connection.scalar(select(func.count()).select_from(AuditEvent))
 
     reloaded = runner.invoke(app, ["demo", "--load-only", "--children", "6"], env=env)
@@ -68,7 +69,7 @@ def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path)
     assert "first broken event: 3" in broken.output
 
 
-def test_serve_refuses_an_unmigrated_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     env = {"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}", "GATEWAY_KEYS_DIR": str(tmp_path)}
 
     result = CliRunner().invoke(app, ["serve"], env=env)
@@ -77,7 +78,7 @@ def test_serve_refuses_an_unmigrated_database(tmp_path) -> None:  # type: ignore
     assert "gateway db upgrade" in result.output
 
 
-def test_dev_token_needs_a_whole_identity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dev_token_needs_a_whole_identity(tmp_path: Path) -> None:
     env = {"GATEWAY_KEYS_DIR": str(tmp_path)}
     runner = CliRunner()
     assert runner.invoke(app, ["keys", "create"], env=env).exit_code == 0
@@ -90,7 +91,7 @@ def test_dev_token_needs_a_whole_identity(tmp_path) -> None:  # type: ignore[no-
     assert token.output.count(".") == 2  # a compact JWS
 
 
-def test_db_upgrade_brings_a_new_database_to_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_db_upgrade_brings_a_new_database_to_head(tmp_path: Path) -> None:
     from gateway.kit.migrate import current_revision, head_revision
 
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"

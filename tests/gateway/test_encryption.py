@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
+from gateway.auth.keys import SigningKeys
+from gateway.settings import Settings
 from tests.factories import child_bundle, client_token, demo_child, encounter, make_client
 from tests.gateway.helpers import push
 
 
-def test_nothing_personal_is_stored_in_clear(client, session, connection, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_personal_is_stored_in_clear(
+    client: TestClient, session: Session, connection: Connection, settings: Settings, signing_keys: SigningKeys
+) -> None:
     source, _ = make_client(session)
     child = demo_child(family_name="Quillfeather", address_lines=["77 Unmistakable Row"])
     push(client, client_token(signing_keys, settings, source), child_bundle(child, encounters=[encounter()]))
 
-    dumped = []
+    dumped: list[str] = []
     for table in ("child", "child_identifier", "identity", "link", "item", "audit_event"):
         for row in connection.execute(text(f"SELECT * FROM {table}")):  # noqa: S608 - fixed table names
             dumped.extend(bytes(v).hex() if isinstance(v, (bytes, memoryview)) else str(v) for v in row)

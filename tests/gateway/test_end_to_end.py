@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import uuid
 
+from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from audit import AuditAction, verify
+from gateway.auth.keys import SigningKeys
+from gateway.kit.crypto import DataKeyring
 from gateway.models import Item
+from gateway.settings import Settings
+from policies import RecordStatus
 from tests.factories import (
     add_member,
     allocate,
@@ -23,7 +29,9 @@ from tests.factories import (
 from tests.gateway.helpers import FHIR_JSON, audit_actions, child_id_for, last_event, push, stored_counts
 
 
-def test_push_link_decide_view_audit(client, session, settings, signing_keys, keyring) -> None:  # type: ignore[no-untyped-def]
+def test_push_link_decide_view_audit(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
     source, _key = make_client(session)
     child = demo_child()
     bundle = child_bundle(child, encounters=[encounter(), encounter(class_code="AMB", sensitive=True)])
@@ -78,7 +86,9 @@ def test_push_link_decide_view_audit(client, session, settings, signing_keys, ke
     assert verify(session).ok
 
 
-def test_same_nhs_number_from_two_sources_links_to_one_child(client, session, settings, signing_keys, keyring) -> None:  # type: ignore[no-untyped-def]
+def test_same_nhs_number_from_two_sources_links_to_one_child(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
     trust, _ = make_client(session)
     gp, _ = make_client(session)
     child = demo_child()
@@ -101,7 +111,9 @@ def test_same_nhs_number_from_two_sources_links_to_one_child(client, session, se
     assert [c["field"] for c in view["conflicts"]] == ["postcode"]
 
 
-def test_repeated_push_stores_nothing_twice(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_push_stores_nothing_twice(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys
+) -> None:
     source, _ = make_client(session)
     body = json.dumps(child_bundle(demo_child(), encounters=[encounter(), encounter()]))
     headers = {**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"}
@@ -115,7 +127,9 @@ def test_repeated_push_stores_nothing_twice(client, session, settings, signing_k
     assert stored_counts(session) == after_first
 
 
-def test_new_version_supersedes_the_old(client, session, settings, signing_keys, keyring) -> None:  # type: ignore[no-untyped-def]
+def test_new_version_supersedes_the_old(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
     source, _ = make_client(session)
     child = demo_child()
     attendance = encounter()
@@ -127,10 +141,12 @@ def test_new_version_supersedes_the_old(client, session, settings, signing_keys,
 
     child_id = child_id_for(session, keyring, child.nhs_number)
     statuses = sorted(session.scalars(select(Item.status).where(Item.child_id == child_id)))
-    assert statuses == ["current", "superseded"]
+    assert statuses == [RecordStatus.CURRENT, RecordStatus.SUPERSEDED]
 
 
-def test_member_of_another_team_is_refused_and_the_refusal_is_audited(client, session, settings, signing_keys, keyring) -> None:  # type: ignore[no-untyped-def]
+def test_member_of_another_team_is_refused_and_the_refusal_is_audited(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
     source, _ = make_client(session)
     child = demo_child()
     push(client, client_token(signing_keys, settings, source), child_bundle(child, encounters=[encounter()]))
@@ -153,7 +169,9 @@ def test_member_of_another_team_is_refused_and_the_refusal_is_audited(client, se
     assert event.outcome == "denied"
 
 
-def test_refusal_is_the_same_for_a_child_that_does_not_exist(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_refusal_is_the_same_for_a_child_that_does_not_exist(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys
+) -> None:
     member = add_member(session, make_team(session), agency="police", role="police_officer")
     unknown = uuid.uuid4()
 

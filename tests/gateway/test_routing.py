@@ -10,26 +10,31 @@ import re
 import uuid
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from gateway.app import PUBLIC_PATHS
+from gateway.auth.keys import SigningKeys
+from gateway.settings import Settings
 from tests.factories import add_member, client_token, make_client, make_team, staff_token
 
 PLACEHOLDERS = {"child_id": str(uuid.uuid4()), "resource_type": "Patient", "resource_id": "x1"}
 
 
-def _operations(app) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
-    operations = []
+def _operations(app: FastAPI) -> list[tuple[str, str, str]]:
+    operations: list[tuple[str, str, str]] = []
     for template, methods in app.openapi()["paths"].items():
         concrete = re.sub(r"\{(\w+)\}", lambda m: PLACEHOLDERS[m.group(1)], template)
         operations.extend((method.upper(), template, concrete) for method in methods)
     return operations
 
 
-def test_public_paths_exist(app) -> None:  # type: ignore[no-untyped-def]
+def test_public_paths_exist(app: FastAPI) -> None:
     assert PUBLIC_PATHS <= set(app.openapi()["paths"])
 
 
-def test_every_other_route_refuses_a_caller_without_a_token(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_every_other_route_refuses_a_caller_without_a_token(app: FastAPI, client: TestClient) -> None:
     guarded = [(m, t, c) for m, t, c in _operations(app) if t not in PUBLIC_PATHS]
     assert guarded, "no guarded routes found: the test would prove nothing"
     for method, template, concrete in guarded:
@@ -38,7 +43,9 @@ def test_every_other_route_refuses_a_caller_without_a_token(app, client) -> None
 
 
 @pytest.mark.parametrize("caller", ["staff", "client"])
-def test_staff_and_client_routes_refuse_each_other(app, client, session, settings, signing_keys, caller: str) -> None:  # type: ignore[no-untyped-def]
+def test_staff_and_client_routes_refuse_each_other(
+    app: FastAPI, client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, caller: str
+) -> None:
     if caller == "staff":
         member = add_member(session, make_team(session), agency="police", role="police_officer")
         token, foreign_prefix = staff_token(signing_keys, settings, member), "/fhir/"

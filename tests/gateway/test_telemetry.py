@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import json
 
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.orm import Session
+
+from gateway.auth.keys import SigningKeys
+from gateway.kit.crypto import DataKeyring
+from gateway.settings import Settings
 from tests.factories import add_member, allocate, child_bundle, client_token, demo_child, encounter, make_client
 from tests.factories import make_team, staff_token
 from tests.gateway.helpers import child_id_for, push
 
 
-def test_spans_cover_the_stages_without_personal_data(client, session, settings, signing_keys, keyring, span_exporter) -> None:  # type: ignore[no-untyped-def]
+def test_spans_cover_the_stages_without_personal_data(
+    client: TestClient,
+    session: Session,
+    settings: Settings,
+    signing_keys: SigningKeys,
+    keyring: DataKeyring,
+    span_exporter: InMemorySpanExporter,
+) -> None:
     span_exporter.clear()
     source, _ = make_client(session)
     child = demo_child(family_name="Traceable", given_names=["Spanna"])
@@ -36,9 +51,8 @@ def test_spans_are_exported_only_when_an_endpoint_is_configured() -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     from gateway.kit.telemetry import build_tracer_provider
-    from gateway.settings import Settings
 
-    def exporters(provider) -> list:  # type: ignore[no-untyped-def,type-arg]
+    def exporters(provider: TracerProvider) -> list[object]:
         # The SDK keeps its processors privately; this is the one way to see where spans go.
         return [getattr(p, "span_exporter", None) for p in provider._active_span_processor._span_processors]
 

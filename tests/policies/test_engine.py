@@ -31,8 +31,18 @@ def viewer(agency: str = "police", relationship: Relationship = Relationship.ALL
     return Viewer(agency=Agency(agency), role="member", relationship=relationship)
 
 
-def item(agency: str = "health", category: str = "health.urgent_care", **overrides) -> ItemFacts:  # type: ignore[no-untyped-def]
-    return ItemFacts(item_id="i1", agency=Agency(agency), kind=RecordKind.ENCOUNTER, category=category, **overrides)
+def item(
+    agency: str = "health",
+    category: str = "health.urgent_care",
+    *,
+    security_labels: frozenset[str] = frozenset(),
+    police_handling_code: str | None = None,
+    status: RecordStatus = RecordStatus.CURRENT,
+    detrimental: bool = False,
+) -> ItemFacts:
+    return ItemFacts(item_id="i1", agency=Agency(agency), kind=RecordKind.ENCOUNTER, category=category,
+                     security_labels=security_labels, police_handling_code=police_handling_code, status=status,
+                     detrimental=detrimental)
 
 
 def consent(status: ConsentStatus, agency: str = "health", categories: frozenset[str] = frozenset()) -> ConsentState:
@@ -49,7 +59,9 @@ def consent(status: ConsentStatus, agency: str = "health", categories: frozenset
         ("social_care", "social_care.case", "cp.social-care"),
     ],
 )
-def test_child_protection_shares_every_agency_with_the_allocated_team(viewer_agency, source, category, rule) -> None:  # type: ignore[no-untyped-def]
+def test_child_protection_shares_every_agency_with_the_allocated_team(
+    viewer_agency: Agency, source: str, category: str, rule: str
+) -> None:
     decision = decide(POLICY, viewer=viewer(viewer_agency), purpose=CP, item=item(source, category), consent=NO_CONSENT)
 
     assert decision.kind is DecisionKind.DISCLOSE
@@ -162,19 +174,19 @@ def test_family_help_refusal_is_indicated(status: ConsentStatus) -> None:
 
 def test_newest_consent_wins_and_scope_is_respected() -> None:
     withdrawn_then_given = ConsentState((
-        ConsentFact(ConsentStatus.WITHDRAWN, FH, frozenset({"health"})),
-        ConsentFact(ConsentStatus.GIVEN, FH, frozenset({"health"})),
+        ConsentFact(ConsentStatus.WITHDRAWN, FH, frozenset({Agency.HEALTH})),
+        ConsentFact(ConsentStatus.GIVEN, FH, frozenset({Agency.HEALTH})),
     ))
     other_agency = consent(ConsentStatus.GIVEN, agency="police")
     other_category = consent(ConsentStatus.GIVEN, categories=frozenset({"health.condition"}))
     this_category = consent(ConsentStatus.GIVEN, categories=frozenset({"health.urgent_care"}))
-    other_purpose = ConsentState((ConsentFact(ConsentStatus.GIVEN, CP, frozenset({"health"})),))
+    other_purpose = ConsentState((ConsentFact(ConsentStatus.GIVEN, CP, frozenset({Agency.HEALTH})),))
 
-    assert withdrawn_then_given.status_for(FH, "health", "health.urgent_care") is ConsentStatus.WITHDRAWN
+    assert withdrawn_then_given.status_for(FH, Agency.HEALTH, "health.urgent_care") is ConsentStatus.WITHDRAWN
     assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=other_agency).kind is DecisionKind.INDICATE
     assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=other_category).kind is DecisionKind.INDICATE
     assert decide(POLICY, viewer=viewer(), purpose=FH, item=item(), consent=this_category).kind is DecisionKind.DISCLOSE
-    assert other_purpose.status_for(FH, "health", "health.urgent_care") is None
+    assert other_purpose.status_for(FH, Agency.HEALTH, "health.urgent_care") is None
 
 
 def test_police_intelligence_is_never_shared_for_family_help() -> None:

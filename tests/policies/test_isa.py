@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_default_isa_loads_and_covers_both_purposes() -> None:
         (lambda t: t.replace('version: "1"\n', ""), "version"),
     ],
 )
-def test_errors_name_the_field(change, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_errors_name_the_field(change: Callable[[str], str], fragment: str) -> None:
     with pytest.raises(PolicyError, match="isa-under-test") as error:
         load_policy_text(change(VALID), source="isa-under-test")
 

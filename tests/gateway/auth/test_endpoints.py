@@ -7,32 +7,39 @@ import time
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+from sqlalchemy.orm import Session
 
 from audit import AuditAction
+from gateway.settings import Settings
 from tests.factories import child_bundle, demo_child, make_client
 from tests.gateway.helpers import FHIR_JSON, last_event
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-def _assertion(key, client_id: str, audience: str, *, exp_in: int = 240, jti: str | None = None, alg: str = "ES384") -> str:  # type: ignore[no-untyped-def]
+def _assertion(
+    key: ECKey | RSAKey, client_id: str, audience: str, *, exp_in: int = 240, jti: str | None = None, alg: str = "ES384"
+) -> str:
     now = int(time.time())
     claims = {"iss": client_id, "sub": client_id, "aud": audience, "exp": now + exp_in, "iat": now,
               "jti": jti or str(uuid.uuid4())}
     return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
 
 
-def _token_request(client, assertion: str):  # type: ignore[no-untyped-def]
-    return client.post(
+def _token_request(client: TestClient, assertion: str) -> Response:
+    response: Response = client.post(
         "/oauth/token",
         data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
               "client_assertion": assertion},
     )
+    return response
 
 
-def test_signed_assertion_gets_a_token_that_pushes(client, session, settings) -> None:  # type: ignore[no-untyped-def]
+def test_signed_assertion_gets_a_token_that_pushes(client: TestClient, session: Session, settings: Settings) -> None:
     source, key = make_client(session)
 
     response = _token_request(client, _assertion(key, source.id, settings.token_endpoint))
@@ -50,7 +57,7 @@ def test_signed_assertion_gets_a_token_that_pushes(client, session, settings) ->
     assert last_event(session, AuditAction.CLIENT_TOKEN_ISSUED).actor_id == source.id
 
 
-def test_rsa_registered_client_signs_with_rs384(client, session, settings) -> None:  # type: ignore[no-untyped-def]
+def test_rsa_registered_client_signs_with_rs384(client: TestClient, session: Session, settings: Settings) -> None:
     source, _ = make_client(session)
     rsa = RSAKey.generate_key(2048, private=True, auto_kid=True)
     source.jwks = {"keys": [rsa.as_dict(private=False)]}
@@ -61,7 +68,7 @@ def test_rsa_registered_client_signs_with_rs384(client, session, settings) -> No
     assert response.status_code == 200, response.text
 
 
-def test_replayed_assertion_is_refused(client, session, settings) -> None:  # type: ignore[no-untyped-def]
+def test_replayed_assertion_is_refused(client: TestClient, session: Session, settings: Settings) -> None:
     source, key = make_client(session)
     assertion = _assertion(key, source.id, settings.token_endpoint)
 
@@ -84,7 +91,9 @@ def test_replayed_assertion_is_refused(client, session, settings) -> None:  # ty
         ("unknown_client", "not registered"),
     ],
 )
-def test_bad_assertions_are_refused(client, session, settings, case: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_assertions_are_refused(
+    client: TestClient, session: Session, settings: Settings, case: str, fragment: str
+) -> None:
     source, key = make_client(session)
     client_id, audience, exp_in = source.id, settings.token_endpoint, 240
     if case == "exp_too_far":
@@ -105,14 +114,14 @@ def test_bad_assertions_are_refused(client, session, settings, case: str, fragme
     assert fragment in response.json()["error_description"]
 
 
-def test_wrong_grant_type_is_refused(client) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_grant_type_is_refused(client: TestClient) -> None:
     response = client.post("/oauth/token", data={"grant_type": "password"})
 
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
 
 
-def test_missing_assertion_is_refused(client) -> None:  # type: ignore[no-untyped-def]
+def test_missing_assertion_is_refused(client: TestClient) -> None:
     response = client.post(
         "/oauth/token", data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE}
     )

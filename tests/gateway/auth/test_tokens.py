@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey, KeySet
+from sqlalchemy.orm import Session
 
 from gateway.auth.keys import SigningKeys
 from gateway.auth.principal import Principal, PrincipalKind
 from gateway.auth.tokens import InvalidToken, mint_access_token, verify_access_token
+from gateway.settings import Settings
+from policies import Agency
 
-STAFF = Principal(PrincipalKind.STAFF, "someone@test.example", "police", "police_officer")
+STAFF = Principal(PrincipalKind.STAFF, "someone@test.example", Agency.POLICE, "police_officer")
 
 
-def _mint(keys: SigningKeys, **overrides) -> str:  # type: ignore[no-untyped-def]
-    values = {"issuer": "https://gw.test", "audience": "macpt-gateway", "principal": STAFF, "ttl_seconds": 300}
-    values.update(overrides)
-    return mint_access_token(keys, **values)
+def _mint(
+    keys: SigningKeys,
+    *,
+    issuer: str = "https://gw.test",
+    audience: str = "macpt-gateway",
+    principal: Principal = STAFF,
+    now: int | None = None,
+) -> str:
+    return mint_access_token(keys, issuer=issuer, audience=audience, principal=principal, ttl_seconds=300, now=now)
 
 
 def _verify(keys: SigningKeys, token: str) -> Principal:
     return verify_access_token(keys, token=token, issuer="https://gw.test", audience="macpt-gateway")
 
 
-def test_valid_token_names_the_principal(signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_valid_token_names_the_principal(signing_keys: SigningKeys) -> None:
     assert _verify(signing_keys, _mint(signing_keys)) == STAFF
 
 
@@ -36,12 +46,12 @@ def test_valid_token_names_the_principal(signing_keys) -> None:  # type: ignore[
         ({"now": int(time.time()) - 3600}, "expired"),
     ],
 )
-def test_wrong_claims_are_refused(signing_keys, overrides, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_claims_are_refused(signing_keys: SigningKeys, overrides: dict[str, Any], fragment: str) -> None:
     with pytest.raises(InvalidToken, match=fragment):
         _verify(signing_keys, _mint(signing_keys, **overrides))
 
 
-def test_token_signed_by_another_key_is_refused(signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_token_signed_by_another_key_is_refused(signing_keys: SigningKeys) -> None:
     other = ECKey.generate_key("P-384", private=True, auto_kid=True)
     forged = _mint(SigningKeys(private=other, verification=KeySet([other])))
 
@@ -49,14 +59,16 @@ def test_token_signed_by_another_key_is_refused(signing_keys) -> None:  # type: 
         _verify(signing_keys, forged)
 
 
-def test_staff_token_without_role_is_refused(signing_keys) -> None:  # type: ignore[no-untyped-def]
-    roleless = Principal(PrincipalKind.STAFF, "someone@test.example", "police", None)
+def test_staff_token_without_role_is_refused(signing_keys: SigningKeys) -> None:
+    roleless = Principal(PrincipalKind.STAFF, "someone@test.example", Agency.POLICE, None)
 
     with pytest.raises(InvalidToken, match="role"):
         _verify(signing_keys, _mint(signing_keys, principal=roleless))
 
 
-def test_expired_staff_token_gets_401_over_http(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_expired_staff_token_gets_401_over_http(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys
+) -> None:
     from tests.factories import add_member, make_team, staff_token
 
     member = add_member(session, make_team(session), agency="police", role="police_officer")

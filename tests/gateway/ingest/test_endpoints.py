@@ -3,33 +3,42 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy.orm import Session
 
 from audit import AuditAction
+from gateway.auth.keys import SigningKeys
 from gateway.demo.generator import patient_resource
+from gateway.models import Client
+from gateway.settings import Settings
+from policies import Agency
 from tests.factories import child_bundle, client_token, demo_child, encounter, make_client
 from tests.gateway.helpers import FHIR_JSON, last_event, stored_counts
 
 
 @pytest.fixture
-def source(session):  # type: ignore[no-untyped-def]
+def source(session: Session) -> Client:
     client, _key = make_client(session)
     return client
 
 
 @pytest.fixture
-def headers(source, settings, signing_keys):  # type: ignore[no-untyped-def]
+def headers(source: Client, settings: Settings, signing_keys: SigningKeys) -> dict[str, str]:
     return {**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, source)}"}
 
 
-def _issues(response) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+def _issues(response: Response) -> list[dict[str, Any]]:
     body = response.json()
     assert body["resourceType"] == "OperationOutcome"
-    return body["issue"]
+    issues: list[dict[str, Any]] = body["issue"]
+    return issues
 
 
-def test_body_that_is_not_json_is_refused(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_body_that_is_not_json_is_refused(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     before = stored_counts(session)
 
     response = client.post("/fhir/R4", content=b"{not json", headers=headers)
@@ -40,7 +49,7 @@ def test_body_that_is_not_json_is_refused(client, session, headers) -> None:  # 
     assert stored_counts(session) == before
 
 
-def test_bundle_that_is_not_valid_fhir_names_the_field(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_bundle_that_is_not_valid_fhir_names_the_field(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     bundle = child_bundle(demo_child())
     bundle["entry"][0]["resource"]["birthDate"] = "14/03/2015"
     before = stored_counts(session)
@@ -54,7 +63,7 @@ def test_bundle_that_is_not_valid_fhir_names_the_field(client, session, headers)
     assert stored_counts(session) == before
 
 
-def test_invalid_nhs_number_is_refused_without_echoing_it(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_nhs_number_is_refused_without_echoing_it(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     child = demo_child("9434765918")  # fails the Modulus 11 check
     before = stored_counts(session)
 
@@ -68,7 +77,7 @@ def test_invalid_nhs_number_is_refused_without_echoing_it(client, session, heade
     assert last_event(session, AuditAction.CLIENT_RECORDS_REJECTED).outcome == "failure"
 
 
-def test_encounter_with_unknown_subject_rejects_the_whole_transaction(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_encounter_with_unknown_subject_rejects_the_whole_transaction(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     bundle = child_bundle(demo_child(), encounters=[encounter()])
     bundle["entry"][1]["resource"]["subject"] = {"reference": "Patient/never-pushed"}
     bundle["entry"][1]["request"]["url"] = f"Encounter/{bundle['entry'][1]['resource']['id']}"
@@ -84,7 +93,7 @@ def test_encounter_with_unknown_subject_rejects_the_whole_transaction(client, se
     assert stored_counts(session) == before
 
 
-def test_batch_stores_the_good_entries_and_reports_the_bad(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_batch_stores_the_good_entries_and_reports_the_bad(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     bundle = child_bundle(demo_child(), encounters=[encounter()])
     bundle["type"] = "batch"
     orphan = json.loads(json.dumps(bundle["entry"][1]))
@@ -106,7 +115,7 @@ def test_batch_stores_the_good_entries_and_reports_the_bad(client, session, head
     assert after["identity"] == before["identity"] + 1
 
 
-def test_patient_without_nhs_number_is_refused_for_now(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_patient_without_nhs_number_is_refused_for_now(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     bundle = child_bundle(demo_child())
     del bundle["entry"][0]["resource"]["identifier"]
     before = stored_counts(session)
@@ -118,7 +127,9 @@ def test_patient_without_nhs_number_is_refused_for_now(client, session, headers)
     assert stored_counts(session) == before
 
 
-def test_client_may_push_only_its_registered_kinds(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_client_may_push_only_its_registered_kinds(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys
+) -> None:
     identity_only, _ = make_client(session, kinds=("identity",))
     headers = {**FHIR_JSON, "Authorization": f"Bearer {client_token(signing_keys, settings, identity_only)}"}
     before = stored_counts(session)
@@ -131,7 +142,7 @@ def test_client_may_push_only_its_registered_kinds(client, session, settings, si
     assert stored_counts(session) == before
 
 
-def test_put_one_patient_then_repeat(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_put_one_patient_then_repeat(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     child = demo_child()
     body = json.dumps(patient_resource(child, resource_id="single-1", postcode=child.postcode))
 
@@ -152,17 +163,16 @@ def test_put_one_patient_then_repeat(client, session, headers) -> None:  # type:
         ("forged", "signature"),
     ],
 )
-def test_push_without_a_valid_token_is_refused(client, session, settings, authorization, fragment) -> None:  # type: ignore[no-untyped-def]
+def test_push_without_a_valid_token_is_refused(
+    client: TestClient, session: Session, settings: Settings, authorization: str | None, fragment: str
+) -> None:
     headers = dict(FHIR_JSON)
     if authorization == "forged":
         from joserfc.jwk import ECKey, KeySet
 
-        from gateway.auth.keys import SigningKeys
-        from gateway.models import Client
-
         other = ECKey.generate_key("P-384", private=True, auto_kid=True)
         forger = SigningKeys(private=other, verification=KeySet([other]))
-        victim = Client(id="victim", name="v", agency="health", jwks={}, allowed_kinds=["identity"])
+        victim = Client(id="victim", name="v", agency=Agency.HEALTH, jwks={}, allowed_kinds=["identity"])
         authorization = f"Bearer {client_token(forger, settings, victim)}"
     if authorization:
         headers["Authorization"] = authorization
@@ -176,7 +186,9 @@ def test_push_without_a_valid_token_is_refused(client, session, settings, author
     assert stored_counts(session) == before
 
 
-def test_staff_token_cannot_push(client, session, settings, signing_keys) -> None:  # type: ignore[no-untyped-def]
+def test_staff_token_cannot_push(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys
+) -> None:
     from tests.factories import add_member, make_team, staff_token
 
     member = add_member(session, make_team(session), agency="health", role="designated_nurse")
@@ -187,14 +199,14 @@ def test_staff_token_cannot_push(client, session, settings, signing_keys) -> Non
     assert response.status_code == 403
 
 
-def test_capability_statement_is_public(client) -> None:  # type: ignore[no-untyped-def]
+def test_capability_statement_is_public(client: TestClient) -> None:
     response = client.get("/fhir/R4/metadata")
 
     assert response.status_code == 200
     assert response.json()["resourceType"] == "CapabilityStatement"
 
 
-def test_xml_bundle_from_the_uk_core_examples_is_stored(client, session, headers) -> None:  # type: ignore[no-untyped-def]
+def test_xml_bundle_from_the_uk_core_examples_is_stored(client: TestClient, session: Session, headers: dict[str, str]) -> None:
     from pathlib import Path
 
     examples = Path(__file__).resolve().parents[4] / "shared" / "conformance" / "ukcore-r4-examples"

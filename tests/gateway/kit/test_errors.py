@@ -28,7 +28,7 @@ from tests.factories import (
     make_team,
     staff_token,
 )
-from tests.gateway.helpers import FHIR_JSON, child_id_for, last_event, push
+from tests.gateway.helpers import child_id_for, last_event, push
 
 SECRET = "Quillfeather 9434765919"
 
