@@ -7,12 +7,11 @@ from sqlalchemy import Engine
 
 from gateway.auth.dependencies import require_client, require_staff
 from gateway.auth.endpoints import router as token_router
-from gateway.auth.keys import SigningKeys
 from gateway.child_view.endpoints import router as child_view_router
 from gateway.health.endpoints import router as health_router
 from gateway.ingest.endpoints import public_router as fhir_public_router
 from gateway.ingest.endpoints import router as ingest_router
-from gateway.kit.crypto import DataKeyring
+from gateway.keys import KeyFolder
 from gateway.kit.db import build_engine, build_sessionmaker
 from gateway.kit.errors import install_error_handlers
 from gateway.kit.logging import configure_logging
@@ -42,8 +41,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine or build_engine(settings.database_url, settings.database_limits())
     app.state.sessionmaker = build_sessionmaker(app.state.engine)
-    app.state.signing_keys = SigningKeys.load(settings.keys_dir)
-    app.state.keyring = DataKeyring.load(settings.keys_dir)
+    keys = KeyFolder(settings.keys_dir)
+    app.state.signing_keys = keys.signing_keys()
+    app.state.keyring = keys.data_keyring()
     app.state.policy = load_policy(settings.policy_path) if settings.policy_path else default_policy()
 
     install_error_handlers(app)

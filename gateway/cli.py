@@ -24,11 +24,10 @@ app.add_typer(audit_app, name="audit")
 @keys_app.command("create")
 def keys_create() -> None:
     """Create the token-signing, data-encryption and blind-index keys where missing."""
-    from gateway.auth.keys import create_signing_key
-    from gateway.kit.crypto import create_data_keys
+    from gateway.keys import KeyFolder
 
     settings = Settings()
-    created = [p for p in [create_signing_key(settings.keys_dir), *create_data_keys(settings.keys_dir)] if p]
+    created = KeyFolder(settings.keys_dir).create_missing()
     for path in created:
         typer.echo(f"created {path}")
     if not created:
@@ -67,12 +66,17 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Serve the gateway (migrations must be at head)."""
+    settings = Settings()
+    _require_head(settings)
+    _run_server(settings, host=host, port=port, workers=workers)
+
+
+def _run_server(settings: Settings, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from gateway.kit.logging import uvicorn_log_config
 
-    settings = Settings()
-    _require_head(settings)
+    # No access log: request lines carry child ids. Request spans and JSON logs take its place.
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
@@ -96,17 +100,13 @@ def demo(
     ),
 ) -> None:
     """Create the database, load a synthetic partnership, and serve it on http://HOST:PORT."""
-    import uvicorn
-
-    from gateway.auth.keys import create_signing_key
     from gateway.demo.loader import load_demo
-    from gateway.kit.crypto import create_data_keys
+    from gateway.keys import KeyFolder
     from gateway.kit.db import build_engine
     from gateway.kit.migrate import upgrade
 
     settings = Settings()
-    create_signing_key(settings.keys_dir)
-    create_data_keys(settings.keys_dir)
+    KeyFolder(settings.keys_dir).create_missing()
     engine = build_engine(settings.database_url, settings.database_limits())
     upgrade(engine)
     summary = load_demo(settings, engine, children=children, seed=seed)
@@ -115,16 +115,7 @@ def demo(
     info_file.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     typer.echo(summary.describe(host=host, port=port))
     if not load_only:
-        from gateway.kit.logging import uvicorn_log_config
-
-        uvicorn.run(
-            "gateway.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            access_log=False,
-            log_config=uvicorn_log_config(settings.log_level),
-        )
+        _run_server(settings, host=host, port=port, workers=1)
 
 
 @app.command("dev-token")
@@ -135,10 +126,9 @@ def dev_token(
     client: Annotated[str | None, typer.Option(help="Mint a token for this registered client instead.")] = None,
 ) -> None:
     """Print a short-lived access token for the demo and tests (never for production)."""
-    from gateway.auth.keys import SigningKeys
     from gateway.auth.principal import Principal, PrincipalKind
     from gateway.auth.tokens import mint_access_token
-
+    from gateway.keys import KeyFolder
     from policies import Agency
 
     settings = Settings()
@@ -155,7 +145,7 @@ def dev_token(
         typer.echo("give --subject, --agency and --role for staff, or --client for an agency system", err=True)
         raise typer.Exit(code=2)
     token = mint_access_token(
-        SigningKeys.load(settings.keys_dir),
+        KeyFolder(settings.keys_dir).signing_keys(),
         issuer=settings.issuer,
         audience=settings.audience,
         principal=principal,

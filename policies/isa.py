@@ -89,9 +89,6 @@ class Policy(BaseModel):
                 )
         return self
 
-    def basis_text(self, key: str) -> str:
-        """Return the full citation of a lawful basis."""
-        return self.lawful_bases[key]
 
 
 def load_policy_text(text: str, *, source: str = "<text>") -> Policy:

@@ -21,8 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import create_app
-from gateway.auth.keys import SigningKeys, create_signing_key
-from gateway.kit.crypto import DataKeyring, create_data_keys
+from gateway.auth.keys import SigningKeys
+from gateway.keys import KeyFolder
+from gateway.kit.crypto import DataKeyring
 from gateway.kit.db import build_engine, configure_sessionmaker
 from gateway.kit.migrate import upgrade
 from gateway.settings import Settings
@@ -79,8 +80,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a folder holding freshly made keys."""
     path = tmp_path_factory.mktemp("keys")
-    create_signing_key(path)
-    create_data_keys(path)
+    KeyFolder(path).create_missing()
     return path
 
 
@@ -93,13 +93,13 @@ def settings(database_url: str, keys_dir: Path) -> Settings:
 @pytest.fixture(scope="session")
 def signing_keys(keys_dir: Path) -> SigningKeys:
     """Return the token-signing keys."""
-    return SigningKeys.load(keys_dir)
+    return KeyFolder(keys_dir).signing_keys()
 
 
 @pytest.fixture(scope="session")
 def keyring(keys_dir: Path) -> DataKeyring:
     """Return the data keyring."""
-    return DataKeyring.load(keys_dir)
+    return KeyFolder(keys_dir).data_keyring()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from adapters import ClaimEntry, IdentityClaim, InboundRecord, RecordEntry, Subm
 from gateway.auth.principal import Principal, PrincipalKind
 from gateway.identity.service import NHS_NUMBER_SCHEME
 from gateway.ingest.service import ingest
+from gateway.keys import KeyFolder
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
 from gateway.kit.db import build_sessionmaker
@@ -90,7 +91,7 @@ Demo partnership {state}: {self.children} synthetic children, team "{TEAM_NAME}"
 def load_demo(settings: Settings, engine: Engine, *, children: int, seed: int) -> DemoSummary:
     """Load the demo partnership once; on later runs, describe what is there."""
     factory = build_sessionmaker(engine)
-    keyring = DataKeyring.load(settings.keys_dir)
+    keyring = KeyFolder(settings.keys_dir).data_keyring()
     partnership = generate(children=children, seed=seed)
     with factory.begin() as session:
         if session.scalar(select(Team).where(Team.name == TEAM_NAME)) is None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.kit.context import DatabaseEngine
 from gateway.kit.errors import ProblemRoute
 from gateway.kit.migrate import current_revision, head_revision
 
@@ -20,9 +21,8 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The database is reachable and migrated to head")
-def readyz(request: Request) -> JSONResponse:
+def readyz(engine: DatabaseEngine) -> JSONResponse:
     """Answer 200 only when requests can be served correctly."""
-    engine = request.app.state.engine
     head = head_revision()
     try:
         with engine.connect() as connection:

@@ -6,9 +6,10 @@ Built once in the app factory and kept on `app.state`; endpoints name what they 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -19,23 +20,36 @@ from .auditor import Auditor
 from .crypto import DataKeyring
 from .db import DbSession
 
+T = TypeVar("T")
+
 
 async def get_settings(request: Request) -> Settings:
     """Return the settings the app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
+    return _built(request, "settings", Settings)
 
 
 async def get_keyring(request: Request) -> DataKeyring:
     """Return the data keyring (key-encryption key and blind-index key)."""
-    keyring: DataKeyring = request.app.state.keyring
-    return keyring
+    return _built(request, "keyring", DataKeyring)
+
+
+async def get_engine(request: Request) -> Engine:
+    """Return the app's database engine (for checks outside the request's transaction)."""
+    return _built(request, "engine", Engine)
 
 
 async def get_policy(request: Request) -> Policy:
     """Return the partnership's ISA in force."""
-    policy: Policy = request.app.state.policy
-    return policy
+    return _built(request, "policy", Policy)
+
+
+def _built(request: Request, name: str, kind: type[T]) -> T:
+    # What the app factory built and kept on app.state, checked for its type once more here so
+    # that a wrong assignment fails loudly instead of surfacing later as an AttributeError.
+    value = getattr(request.app.state, name)
+    if not isinstance(value, kind):
+        raise TypeError(f"app.state.{name} is not a {kind.__name__}")
+    return value
 
 
 def request_id(request: Request) -> str | None:
@@ -57,4 +71,5 @@ async def get_anonymous_auditor(request: Request, session: DbSession) -> Auditor
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Keyring = Annotated[DataKeyring, Depends(get_keyring)]
 ActivePolicy = Annotated[Policy, Depends(get_policy)]
+DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 AnonymousAuditor = Annotated[Auditor, Depends(get_anonymous_auditor)]

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -19,10 +18,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from pydantic import TypeAdapter
 
 from .errors import Gone
-from .secrets import read_secret_file, write_secret_file
 
-KEK_FILE = "data-kek.key"
-INDEX_KEY_FILE = "blind-index.key"
 _NONCE_BYTES = 12
 
 T = TypeVar("T")
@@ -43,11 +39,6 @@ class DataKeyring:
 
     kek: bytes
     index_key: bytes
-
-    @classmethod
-    def load(cls, keys_dir: Path) -> DataKeyring:
-        """Load both keys from the keys folder, with a clear error when one is missing."""
-        return cls(kek=_read_key(keys_dir / KEK_FILE), index_key=_read_key(keys_dir / INDEX_KEY_FILE))
 
     def new_data_key(self) -> tuple[bytes, bytes]:
         """Return a fresh data key and its wrapped form (the only form ever stored)."""
@@ -101,21 +92,15 @@ def unseal_value(key: bytes, blob: bytes, type_: type[T], *, context: str) -> T:
     return _adapter(type_).validate_json(unseal(key, blob, context=context))
 
 
-def create_data_keys(keys_dir: Path) -> list[Path]:
-    """Create the key-encryption and blind-index keys where missing; return what was created."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    created = []
-    for name in (KEK_FILE, INDEX_KEY_FILE):
-        path = keys_dir / name
-        if not path.exists():
-            write_secret_file(path, base64.b64encode(os.urandom(32)) + b"\n")
-            created.append(path)
-    return created
+def new_key_file() -> bytes:
+    """Return the contents of a new 256-bit key file (base64, one line)."""
+    return base64.b64encode(os.urandom(32)) + b"\n"
 
 
-def _read_key(path: Path) -> bytes:
-    key = base64.b64decode(read_secret_file(path).strip(), validate=True)
+def key_from_file(contents: bytes, *, name: str) -> bytes:
+    """Return the 256-bit key a key file holds, or fail naming the file."""
+    key = base64.b64decode(contents.strip(), validate=True)
     if len(key) != 32:
-        raise RuntimeError(f"key file {path} must hold 32 bytes, base64-encoded")
+        raise RuntimeError(f"key file {name} must hold 32 bytes, base64-encoded")
     return key
 

@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from audit import AuditEvent
 from gateway.cli import app
 from gateway.kit.db import build_engine
 from gateway.models import Case, Child, Item
+from tests.serving import scratch_database
 from tests.tamper import disable_audit_triggers
 
 
 @pytest.fixture
 def scratch_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     """Yield the URL of an empty database of the suite's kind, for commands that commit."""
-    if not database_url.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-        return
-    name = f"gw_cli_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(database_url, tmp_path, prefix="gw_cli") as url:
+        yield url
 
 
 def test_demo_load_then_verify_then_detect_tampering(scratch_url: str, tmp_path: Path) -> None:

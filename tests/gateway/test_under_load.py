@@ -23,9 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import Connection, func, select
 
-from gateway.auth.keys import SigningKeys
 from gateway.demo.generator import DemoChild, encounter_resource, patient_resource, transaction_bundle
-from gateway.kit.crypto import DataKeyring
+from gateway.keys import KeyFolder
 from gateway.kit.db import build_engine, build_sessionmaker
 from gateway.models import Child, ChildIdentifier, Identity, Item, Team
 from gateway.settings import Settings
@@ -80,7 +79,7 @@ def set_up(url: str, tmp_path: Path, *, clients: int, extra_env: dict[str, str] 
     env = gateway_env(url, keys_dir, extra_env)
     prepare(env)
     settings = Settings(database_url=url, keys_dir=keys_dir)
-    keys = SigningKeys.load(keys_dir)
+    keys = KeyFolder(keys_dir).signing_keys()
     engine = build_engine(url)
     try:
         with build_sessionmaker(engine)() as session:
@@ -109,7 +108,7 @@ def allocate_children(partnership: Partnership, nhs_numbers: list[str]) -> list[
     engine = build_engine(partnership.url)
     try:
         with build_sessionmaker(engine)() as session:
-            keyring = DataKeyring.load(partnership.keys_dir)
+            keyring = KeyFolder(partnership.keys_dir).data_keyring()
             team = session.get(Team, partnership.team_id)
             assert team is not None
             child_ids = [child_id_for(session, keyring, number) for number in nhs_numbers]

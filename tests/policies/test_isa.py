@@ -34,7 +34,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     policy = load_policy(path)
 
     assert (policy.id, policy.version, [r.id for r in policy.rules]) == ("t", "1", ["r1"])
-    assert policy.basis_text("public_task") == "Art 6(1)(e)"
+    assert policy.lawful_bases["public_task"] == "Art 6(1)(e)"
 
 
 def test_default_isa_loads_and_covers_both_purposes() -> None:
