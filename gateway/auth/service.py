@@ -11,11 +11,12 @@ from typing import cast
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, KeySetSerialization
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from audit import Actor, ActorType, AuditAction, Outcome
 from gateway.kit.auditor import Auditor
+from gateway.kit.db import insert_if_absent
 from gateway.kit.errors import GatewayError
 from gateway.models import Client, UsedAssertion
 from gateway.settings import Settings
@@ -64,7 +65,7 @@ def issue_client_token(
     claimed_client = "unknown"
     try:
         claimed_client, client = _check_request(session, grant_type, client_assertion_type, client_assertion)
-        expires_at, jti = _verify_assertion(session, client, client_assertion or "", settings.token_endpoint)
+        _verify_assertion(session, client, client_assertion or "", settings.token_endpoint)
     except TokenRefused as refused:
         raise auditor.refuse(
             refused,
@@ -72,7 +73,6 @@ def issue_client_token(
             actor=Actor(type=ActorType.CLIENT, id=claimed_client[:128]),
             detail={"error": refused.oauth_error},
         ) from None
-    session.add(UsedAssertion(client_id=client.id, jti=jti, expires_at=datetime.fromtimestamp(expires_at, UTC)))
     principal = Principal(kind=PrincipalKind.CLIENT, subject=client.id, agency=client.agency)
     ttl = settings.access_token_ttl_seconds
     token = mint_access_token(
@@ -111,7 +111,7 @@ def _check_request(
     return claimed, client
 
 
-def _verify_assertion(session: Session, client: Client, assertion: str, token_endpoint: str) -> tuple[int, str]:
+def _verify_assertion(session: Session, client: Client, assertion: str, token_endpoint: str) -> None:
     try:
         keys = KeySet.import_key_set(cast(KeySetSerialization, client.jwks))
         decoded = jwt.decode(assertion, keys, algorithms=list(ASSERTION_ALGORITHMS))
@@ -140,9 +140,13 @@ def _verify_assertion(session: Session, client: Client, assertion: str, token_en
         raise TokenRefused("invalid_client", "client_assertion `exp` must be at most 5 minutes ahead.", 401)
     jti = str(decoded.claims["jti"])
     session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < datetime.fromtimestamp(now, UTC)))
-    used = session.scalar(
-        select(UsedAssertion).where(UsedAssertion.client_id == client.id, UsedAssertion.jti == jti)
+    # Spending the jti is the check: of two requests with the same assertion at once, the second
+    # meets the first at the primary key and is refused, never both accepted.
+    spent = insert_if_absent(
+        session,
+        UsedAssertion,
+        {"client_id": client.id, "jti": jti, "expires_at": datetime.fromtimestamp(exp, UTC)},
+        unique=["client_id", "jti"],
     )
-    if used is not None:
+    if not spent:
         raise TokenRefused("invalid_client", "client_assertion `jti` has been used before.", 401)
-    return exp, jti

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
 from sqlalchemy import Connection, func, select
 
 from gateway.demo.generator import DemoChild, encounter_resource, patient_resource, transaction_bundle
@@ -643,3 +644,51 @@ def _is_json_object(line: str) -> bool:
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+def test_one_client_assertion_buys_one_token_however_many_race_for_it(database_url: str, tmp_path: Path) -> None:
+    racers = 8
+    log_path = tmp_path / "gateway-serve.log"
+    with scratch_database(database_url, tmp_path, prefix="gw_jti") as url:
+        keys_dir = tmp_path / "keys"
+        env = gateway_env(url, keys_dir, None)
+        prepare(env)
+        engine = build_engine(url)
+        try:
+            with build_sessionmaker(engine)() as session:
+                client, key = make_client(session, client_id="race-client")
+                session.commit()
+        finally:
+            engine.dispose()
+        settings = Settings(database_url=url, keys_dir=keys_dir)
+        now = int(time.time())
+        claims = {"iss": client.id, "sub": client.id, "aud": settings.token_endpoint, "exp": now + 120,
+                  "iat": now, "jti": str(uuid.uuid4())}
+        assertion = jwt.encode({"alg": "ES384", "kid": key.kid}, claims, key, algorithms=["ES384"])
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        }
+        answers: list[tuple[int, str]] = []
+        gate = threading.Barrier(racers, timeout=30)
+
+        def race(base_url: str) -> None:
+            with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
+                gate.wait()
+                reply = http.post("/oauth/token", data=form)
+                answers.append((reply.status_code, reply.json().get("error", "")))
+
+        with serve_gateway(env, log_path=log_path, workers=2) as base_url:
+            threads = [threading.Thread(target=race, args=(base_url,), daemon=True) for _ in range(racers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=REQUEST_TIMEOUT + 5)
+        verified, verify_output = audit_verify(env)
+
+    tail = log_tail(log_path)
+    assert len(answers) == racers, f"only {len(answers)} of {racers} token requests were answered\n{tail}"
+    assert sorted(status for status, _ in answers) == [200] + [401] * (racers - 1), f"{answers}\n{tail}"
+    assert {error for status, error in answers if status == 401} == {"invalid_client"}
+    assert verified == 0 and "audit trail intact" in verify_output, verify_output
