@@ -18,7 +18,7 @@ from gateway.auth.principal import Principal
 from gateway.cases.access import ChildAccess
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring, seal_value, unseal_value
-from gateway.kit.db import insert_if_absent
+from gateway.kit.db import insert_if_absent, lock_for_transaction
 from gateway.models import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState
 from policies import RecordStatus
 
@@ -44,6 +44,8 @@ def link_claim(
     session: Session, principal: Principal, *, auditor: Auditor, keyring: DataKeyring, claim: IdentityClaim
 ) -> LinkResult:
     """Store a source's identity claim and link it to its child, creating the child if new."""
+    # One transaction at a time per source record, so that two new versions cannot both stay current.
+    lock_for_transaction(session, "identity", principal.subject, claim.source_record_id)
     existing = _stored_version(session, principal, claim)
     if existing is not None:
         return existing

@@ -21,7 +21,7 @@ from gateway.identity import repository as identity_repository
 from gateway.identity.service import LinkRefused, link_claim
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, seal_value
-from gateway.kit.db import insert_if_absent
+from gateway.kit.db import insert_if_absent, lock_for_transaction
 from gateway.kit.errors import ErrorDetail, Forbidden, GatewayError
 from gateway.models import Child, Client, Item, ItemContent
 from policies import CATEGORIES, RecordKind, RecordStatus
@@ -178,6 +178,9 @@ class _Push:
         record = entry.record
         kind = self._known_kind(record.kind, record.category, entry.location)
         self._require_kind(kind, entry.location)
+        # Versions of one source record are stored one transaction at a time, so that two pushes of
+        # different new versions cannot both leave theirs current.
+        lock_for_transaction(self.session, "item", self.client.id, record.source_record_id)
         existing = repository.get_item_version(
             self.session,
             client_id=self.client.id,
@@ -281,10 +284,10 @@ class _Push:
 
 def _claims_first(entries: tuple[Entry, ...]) -> list[ClaimEntry | RecordEntry]:
     # A record may name a subject claimed in the same push: link the claims first. Claims go in
-    # NHS number order so that concurrent pushes about the same children take their locks in
-    # the same order and cannot deadlock.
+    # NHS number order, records in source id order, so that concurrent pushes about the same
+    # children and records take their locks in the same order and cannot deadlock.
     claims = sorted((e for e in entries if isinstance(e, ClaimEntry)), key=lambda e: (e.claim.nhs_number or "", e.index))
-    records = [e for e in entries if isinstance(e, RecordEntry)]
+    records = sorted((e for e in entries if isinstance(e, RecordEntry)), key=lambda e: (e.record.source_record_id, e.index))
     return [*claims, *records]
 
 

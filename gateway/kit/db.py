@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -118,6 +118,19 @@ def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any],
     # RETURNING, not rowcount: PostgreSQL's driver reports rowcount -1 for this statement.
     statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
     return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
+
+
+def lock_for_transaction(session: Session, *parts: str) -> None:
+    """Serialise transactions that change the same thing (named by `parts`) until they end.
+
+    PostgreSQL: a transaction-scoped advisory lock on a 64-bit hash of the name, released at
+    commit or rollback and bounded by lock_timeout. SQLite needs none: its writers already run
+    one at a time (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": "\x1f".join(parts)}
+        )
 
 
 def database_busy() -> ServiceUnavailable:

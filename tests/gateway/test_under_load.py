@@ -692,3 +692,50 @@ def test_one_client_assertion_buys_one_token_however_many_race_for_it(database_u
     assert sorted(status for status, _ in answers) == [200] + [401] * (racers - 1), f"{answers}\n{tail}"
     assert {error for status, error in answers if status == 401} == {"invalid_client"}
     assert verified == 0 and "audit trail intact" in verify_output, verify_output
+
+
+def test_racing_new_versions_of_one_record_leave_exactly_one_current(database_url: str, tmp_path: Path) -> None:
+    racers = 8
+    log_path = tmp_path / "gateway-serve.log"
+    child = demo_child(nhs_number())
+    with scratch_database(database_url, tmp_path, prefix="gw_versions") as url:
+        partnership = set_up(url, tmp_path, clients=1)
+        headers = {**FHIR_JSON, "Authorization": f"Bearer {partnership.client_tokens[0]}"}
+        patient = transaction_bundle([patient_resource(child, resource_id="p1", postcode=child.postcode)])
+        versions = []
+        for n in range(racers):
+            # The same Encounter, changed a little each time: each is a new version of one record.
+            resource = encounter_resource(encounter(), patient_ref="Patient/p1")
+            resource["id"] = "e1"
+            resource["period"]["start"] = (FIRST_DATE + timedelta(hours=n)).isoformat()
+            versions.append(json.dumps(transaction_bundle([resource])).encode())
+        answers: list[int | None] = []
+        gate = threading.Barrier(racers, timeout=30)
+
+        def race(base_url: str, body: bytes) -> None:
+            with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
+                gate.wait()
+                answers.append(send(http, "POST", "/fhir/R4", headers=headers, body=body, retry_503=True).status)
+
+        with serve_gateway(partnership.env, log_path=log_path, workers=2) as base_url:
+            with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
+                assert http.post("/fhir/R4", content=json.dumps(patient), headers=headers).status_code == 200
+            threads = [threading.Thread(target=race, args=(base_url, body), daemon=True) for body in versions]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=REQUEST_TIMEOUT * MAX_TRIES)
+        engine = build_engine(url)
+        try:
+            with engine.connect() as connection:
+                statuses = Counter(
+                    connection.scalars(
+                        select(Item.status).where(Item.source_record_id == "Encounter/e1")
+                    ).all()
+                )
+        finally:
+            engine.dispose()
+
+    tail = log_tail(log_path)
+    assert answers == [200] * racers, f"{answers}\n{tail}"
+    assert statuses == {"current": 1, "superseded": racers - 1}, f"{dict(statuses)}\n{tail}"
