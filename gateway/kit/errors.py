@@ -12,7 +12,6 @@ refused request changes nothing else.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,8 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from audit import AuditRecord
-
-log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -22,11 +22,12 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
+from audit.log import _APPEND_LOCK_KEY
 from gateway.demo.generator import DemoChild, encounter_resource, patient_resource, transaction_bundle
 from gateway.keys import KeyFolder
-from gateway.kit.db import build_engine, build_sessionmaker
+from gateway.kit.db import SQLITE_BEGIN, build_engine, build_sessionmaker
 from gateway.models import Child, ChildIdentifier, Identity, Item, Team
 from gateway.settings import Settings
 from tests.factories import (
@@ -739,3 +740,46 @@ def test_racing_new_versions_of_one_record_leave_exactly_one_current(database_ur
     tail = log_tail(log_path)
     assert answers == [200] * racers, f"{answers}\n{tail}"
     assert statuses == {"current": 1, "superseded": racers - 1}, f"{dict(statuses)}\n{tail}"
+
+
+def test_a_push_that_cannot_get_its_lock_answers_503_in_time_then_succeeds(database_url: str, tmp_path: Path) -> None:
+    """Nothing waits forever: while another holder keeps the lock a push needs, the push answers
+    503 with Retry-After within the configured timeout (not a hang, not a 500), stores nothing,
+    and goes through once the lock is free."""
+    log_path = tmp_path / "gateway-serve.log"
+    postgres = database_url.startswith("postgresql")
+    timeouts = {"GATEWAY_DB_LOCK_TIMEOUT_MS": "500"} if postgres else {"GATEWAY_SQLITE_BUSY_TIMEOUT_MS": "500"}
+    child = demo_child(nhs_number())
+    body = json.dumps(transaction_bundle([patient_resource(child, resource_id="p1", postcode=child.postcode)])).encode()
+    with scratch_database(database_url, tmp_path, prefix="gw_locked") as url:
+        partnership = set_up(url, tmp_path, clients=1, extra_env=timeouts)
+        headers = {**FHIR_JSON, "Authorization": f"Bearer {partnership.client_tokens[0]}"}
+        holder = build_engine(url)
+        try:
+            with serve_gateway(partnership.env, log_path=log_path, workers=1) as base_url:
+                # SQLite: a transaction begun IMMEDIATE holds the database's one write lock.
+                writer = holder.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+                with writer.connect() as connection, httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
+                    transaction = connection.begin()
+                    if postgres:
+                        # The audit trail's append lock, which every push takes at commit.
+                        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _APPEND_LOCK_KEY})
+                    started = time.monotonic()
+                    blocked = http.post("/fhir/R4", content=body, headers=headers)
+                    waited = time.monotonic() - started
+                    if postgres:
+                        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _APPEND_LOCK_KEY})
+                    transaction.rollback()
+                    freed = http.post("/fhir/R4", content=body, headers=headers)
+            with holder.connect() as connection:
+                identities = connection.scalar(select(func.count()).select_from(Identity))
+        finally:
+            holder.dispose()
+
+    tail = log_tail(log_path)
+    assert blocked.status_code == 503, f"{blocked.status_code} {blocked.text[:300]}\n{tail}"
+    assert blocked.headers["retry-after"] == "1"
+    assert blocked.json()["issue"][0]["code"] == "transient"
+    assert waited < REQUEST_TIMEOUT / 2, f"the blocked push waited {waited:.1f} s"
+    assert freed.status_code == 200, f"{freed.status_code} {freed.text[:300]}\n{tail}"
+    assert identities == 1  # the blocked push stored nothing; the freed one stored its Patient once

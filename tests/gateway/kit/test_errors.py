@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from audit import AuditAction
@@ -153,3 +154,21 @@ def test_an_unknown_address_is_a_404_problem(client: TestClient) -> None:
     response = client.get("/api/v1/nowhere")
 
     assert response.status_code == 404 and response.json()["title"] == "Not found"
+
+
+def test_a_database_that_times_out_is_a_503_to_retry(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _ = make_client(session)
+
+    def lock_timeout(*_args: object, **_kwargs: object) -> NoReturn:
+        raise OperationalError("UPDATE item ...", {}, Exception("canceling statement due to lock timeout"))
+
+    monkeypatch.setattr("gateway.ingest.endpoints.ingest", lock_timeout)
+
+    response = push(client, client_token(signing_keys, settings, source), child_bundle(demo_child()))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "transient" and "Try again" in issue["diagnostics"]
