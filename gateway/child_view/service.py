@@ -261,7 +261,11 @@ def _conflicts(identities: list[IdentityRead]) -> list[ConflictRead]:
 
 
 def _timeline_entry(aggregate: ChildAggregate, item: Item, decision: Decision) -> TimelineEntry:
-    content = unseal_value(aggregate.data_key, item.sealed_content, ItemContent, context=item.sealing_context)
+    if "summary" in decision.redacted_fields:
+        summary = "[redacted]"  # never unsealed: what the viewer may not see is not decrypted
+    else:
+        content = unseal_value(aggregate.data_key, item.sealed_content, ItemContent, context=item.sealing_context)
+        summary = content.summary
     return TimelineEntry(
         item_id=item.id,
         source=SourceRead.model_validate(aggregate.clients[item.client_id]),
@@ -270,7 +274,7 @@ def _timeline_entry(aggregate: ChildAggregate, item: Item, decision: Decision) -
         occurred_at=item.occurred_at,
         received_at=item.received_at,
         status=item.status,
-        summary="[redacted]" if "summary" in decision.redacted_fields else content.summary,
+        summary=summary,
         redacted_fields=list(decision.redacted_fields),
         decision=DecisionRead(
             kind=decision.kind,
