@@ -225,15 +225,10 @@ def _newest_first(item: Item) -> tuple[float, float]:
 
 
 def _identity(aggregate: ChildAggregate, identity: Identity, claim: IdentityClaim) -> IdentityRead:
+    claimed = {name: getattr(claim, name) for name in IdentityRead.model_fields if hasattr(claim, name)}
     return IdentityRead(
+        **claimed,
         source=SourceRead.model_validate(aggregate.clients[identity.client_id]),
-        nhs_number=claim.nhs_number,
-        given_names=list(claim.given_names),
-        family_name=claim.family_name,
-        birth_date=claim.birth_date,
-        sex=claim.sex,
-        postcode=claim.postcode,
-        address_lines=list(claim.address_lines),
         received_at=identity.received_at,
         link_method=aggregate.links[identity.id].method,
     )

@@ -46,6 +46,14 @@ def push(http: TestClient, token: str, bundle: dict[str, Any]) -> Response:
     return response
 
 
+def get_view(http: TestClient, token: str, child_id: uuid.UUID | str, purpose: str = "child_protection") -> Response:
+    """GET a child's view as a staff member."""
+    response: Response = http.get(
+        f"/api/v1/children/{child_id}/view", params={"purpose": purpose}, headers={"Authorization": f"Bearer {token}"}
+    )
+    return response
+
+
 def child_id_for(session: Session, keyring: DataKeyring, nhs_number: str) -> uuid.UUID:
     """Return the child an NHS number was linked to."""
     index = keyring.blind_index("nhs_number", nhs_number)

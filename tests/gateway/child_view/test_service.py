@@ -27,7 +27,7 @@ from tests.factories import (
     make_team,
     staff_token,
 )
-from tests.gateway.helpers import child_id_for, push
+from tests.gateway.helpers import child_id_for, get_view, push
 
 DEFAULT_ISA = resources.files("policies").joinpath("isa/default.yaml")
 
@@ -74,11 +74,7 @@ def test_a_redacted_summary_is_shown_as_redacted_and_never_decrypted(
 
     monkeypatch.setattr("gateway.child_view.service.unseal_value", counting_unseal)
 
-    viewed = redacting_client.get(
-        f"/api/v1/children/{child_id}/view",
-        params={"purpose": "child_protection"},
-        headers={"Authorization": f"Bearer {staff_token(signing_keys, settings, member)}"},
-    )
+    viewed = get_view(redacting_client, staff_token(signing_keys, settings, member), child_id)
 
     assert viewed.status_code == 200, viewed.text
     [entry] = viewed.json()["timeline"]

@@ -29,7 +29,7 @@ from tests.factories import (
     make_team,
     staff_token,
 )
-from tests.gateway.helpers import child_id_for, last_event, push
+from tests.gateway.helpers import child_id_for, get_view, last_event, push
 
 SECRET = "Quillfeather 9434765919"
 
@@ -52,11 +52,7 @@ def test_an_unexpected_error_is_a_500_problem_and_one_json_line_without_a_traceb
     handler.setFormatter(JsonFormatter())
     logging.getLogger("gateway").addHandler(handler)
 
-    response = client.get(
-        "/api/v1/children/00000000-0000-4000-8000-000000000000/view",
-        params={"purpose": "child_protection"},
-        headers={"Authorization": f"Bearer {staff_token(signing_keys, settings, member)}"},
-    )
+    response = get_view(client, staff_token(signing_keys, settings, member), "00000000-0000-4000-8000-000000000000")
 
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
@@ -110,11 +106,7 @@ def test_an_erased_child_is_gone_for_the_view_and_the_refusal_is_audited(
     stored.wrapped_data_key = None  # erasure: the child's data key is destroyed
     session.flush()
 
-    viewed = client.get(
-        f"/api/v1/children/{child_id}/view",
-        params={"purpose": "child_protection"},
-        headers={"Authorization": f"Bearer {staff_token(signing_keys, settings, member)}"},
-    )
+    viewed = get_view(client, staff_token(signing_keys, settings, member), child_id)
     more = child_bundle(child, encounters=[encounter()])
     more["type"] = "batch"
     pushed_again = push(client, token, more)
@@ -137,11 +129,7 @@ def test_a_staff_error_names_what_was_wrong_without_echoing_it(
 ) -> None:
     member = add_member(session, make_team(session), agency="police", role="police_officer")
 
-    response = client.get(
-        "/api/v1/children/not-a-uuid/view",
-        params={"purpose": "gossip"},
-        headers={"Authorization": f"Bearer {staff_token(signing_keys, settings, member)}"},
-    )
+    response = get_view(client, staff_token(signing_keys, settings, member), "not-a-uuid", purpose="gossip")
 
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
