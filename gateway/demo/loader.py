@@ -174,7 +174,7 @@ def _push_records(
     # hands the ingest service the Submission those adapters will produce.
     entries: list[ClaimEntry | RecordEntry] = [ClaimEntry(0, "records[0]", claim)]
     entries += [RecordEntry(i + 1, f"records[{i + 1}]", f"records[{i + 1}].subject", r) for i, r in enumerate(records)]
-    _push(session, keyring, principal, Submission(atomic=True, label="batch of records", entries=tuple(entries)))
+    _push(session, keyring, principal, Submission(atomic=True, label="records", entries=tuple(entries)))
 
 
 def _push_police(session: Session, keyring: DataKeyring, principal: Principal, index: int, child: DemoChild) -> None:
