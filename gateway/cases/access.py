@@ -1,9 +1,10 @@
 """What a viewer is to a child, and why: the one thing that opens a child's data.
 
-A `ChildAccess` is made only by `cases.service.require_child_access`, after the access query
-has found the grant. Every repository function that reads a child's data takes one instead of
-a bare child id (tests/gateway/test_child_scope.py fails when a query of a child's data
-bypasses this), so a read that skipped the gate does not type-check.
+A `ChildAccess` is made only by the access query (`cases.repository.get_child_access`, which
+`cases.service.require_child_access` calls, auditing a refusal). Every repository function
+that reads a child's data takes one instead of a bare child id, so a read that skipped the
+gate does not type-check. tests/gateway/test_child_scope.py fails when a query of a child's
+data bypasses this, or when a ChildAccess is built anywhere else.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from gateway.auth.principal import Principal
 from gateway.models import Case, Team, TeamMember
-from policies import Agency, CaseStatus, Relationship
+from policies import CaseStatus, Relationship
 
 from .access import AllocationGrant, ChildAccess
 
@@ -45,7 +45,7 @@ def get_child_access(session: Session, principal: Principal, *, child_id: uuid.U
     return ChildAccess(
         child_id=child_id,
         subject=principal.subject,
-        agency=Agency(principal.agency),
+        agency=principal.agency,
         role=role,
         relationship=Relationship.ALLOCATED_TEAM,
         grant=AllocationGrant(case_id=case_id, team_id=team_id, member_id=member_id),

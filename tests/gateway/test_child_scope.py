@@ -67,6 +67,16 @@ def test_every_query_of_a_childs_data_takes_the_access() -> None:
     assert problems == [], "queries of a child's data that bypass ChildAccess:\n" + "\n".join(problems)
 
 
+def test_only_the_access_query_builds_a_child_access() -> None:
+    builders = sorted(
+        f"{path.relative_to(GATEWAY.parent)}:{node.lineno}"
+        for path in GATEWAY.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "ChildAccess"
+    )
+    assert len(builders) == 1 and builders[0].startswith("gateway/cases/repository.py:"), builders
+
+
 def test_the_check_catches_a_query_by_a_bare_child_id() -> None:
     bypass = '''
 def get_items(session, *, child_id):
