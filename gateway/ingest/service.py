@@ -90,6 +90,8 @@ class _Push:
     client: Client
     tallies: Tallies = field(default_factory=lambda: defaultdict(_ChildTally))
     data_keys: dict[uuid.UUID, bytes] = field(default_factory=dict)
+    # Subjects resolved once per push: a Patient's nine Encounters name the same subject.
+    subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = field(default_factory=dict)
 
     def store_all_or_nothing(self) -> list[EntryOutcome]:
         """Store every entry or none: the first problem refuses the whole push."""
@@ -225,6 +227,14 @@ class _Push:
         return EntryOutcome(entry.index, EntryStatus.CREATED)
 
     def _subject(self, entry: RecordEntry) -> tuple[uuid.UUID, uuid.UUID]:
+        # Claims are all linked before any record is filed, so a subject found here stays valid
+        # for the rest of the push.
+        subject = entry.record.subject_ref
+        if subject not in self.subjects:
+            self.subjects[subject] = self._resolve_subject(entry)
+        return self.subjects[subject]
+
+    def _resolve_subject(self, entry: RecordEntry) -> tuple[uuid.UUID, uuid.UUID]:
         for identity in identity_repository.get_current_identities(
             self.session, client_id=self.client.id, source_record_id=entry.record.subject_ref
         ):
