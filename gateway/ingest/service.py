@@ -216,6 +216,9 @@ class _Push:
                 "detrimental": False,
                 "status": RecordStatus.ENTERED_IN_ERROR if record.entered_in_error else RecordStatus.CURRENT,
                 "sealed_content": seal_value(data_key, content, ItemContent, context=Item.context_for(item_id)),
+                "sealed_summary": seal_value(
+                    data_key, record.summary, str, context=Item.context_for(item_id, "summary")
+                ),
             },
             unique=["client_id", "source_record_id", "source_version"],
         )

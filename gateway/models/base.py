@@ -65,9 +65,13 @@ class SealedRowMixin:
     id: Mapped[uuid.UUID]
 
     @classmethod
-    def context_for(cls, row_id: uuid.UUID) -> str:
-        """Return `<table>:<id>`, the associated data of the ciphertexts of the row with that id."""
-        return f"{cls.__tablename__}:{row_id}"
+    def context_for(cls, row_id: uuid.UUID, part: str | None = None) -> str:
+        """Return `<table>:<id>` (or `<table>:<id>/<part>`), the associated data of a row's ciphertext.
+
+        A row holding more than one sealed value names each extra one (`part`), so that one
+        cannot be swapped for another of the same row.
+        """
+        return f"{cls.__tablename__}:{row_id}" if part is None else f"{cls.__tablename__}:{row_id}/{part}"
 
     @property
     def sealing_context(self) -> str:

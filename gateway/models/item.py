@@ -43,3 +43,6 @@ class Item(SourceVersionedMixin, SealedRowMixin, UUIDPrimaryKey, Base):
     detrimental: Mapped[bool] = mapped_column(default=False)
     # ItemContent, sealed under the child's data key.
     sealed_content: Mapped[bytes] = mapped_column(LargeBinary)
+    # The summary alone (a JSON string) under the same key, context `item:<id>/summary`: the view
+    # unseals only this. None on rows stored before migration 0003; their view reads sealed_content.
+    sealed_summary: Mapped[bytes | None] = mapped_column(LargeBinary)
