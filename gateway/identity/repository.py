@@ -1,60 +1,105 @@
-"""Queries for identities, links and the children they point at."""
+"""Queries for identities, links and the children they point at, a whole push at a time."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
-from gateway.models import ChildIdentifier, Identity, Link, LinkState
+from gateway.models import Child, ChildIdentifier, Identity, Link, LinkState
 from policies import RecordStatus
 
 
-def get_identity_version(
-    session: Session, *, client_id: str, source_record_id: str, source_version: str
-) -> Identity | None:
-    """Return one stored version of a source's identity record, if pushed before."""
-    statement = Identity.select_version(
-        client_id=client_id, source_record_id=source_record_id, source_version=source_version
+class StoredIdentity(NamedTuple):
+    """A stored version of an identity record, and the child it is linked to (None: unlinked)."""
+
+    source_record_id: str
+    source_version: str
+    status: RecordStatus
+    id: uuid.UUID
+    child_id: uuid.UUID | None
+
+
+def get_stored_identities(
+    session: Session, *, client_id: str, versions: Collection[tuple[str, str]]
+) -> list[StoredIdentity]:
+    """Return these versions of a client's identity records, and the versions in force, with their links."""
+    statement = Identity.select_stored(Identity.id, Link.child_id, client_id=client_id, versions=versions).outerjoin(
+        Link, and_(Link.identity_id == Identity.id, Link.state == LinkState.LINKED)
     )
-    identity: Identity | None = session.scalar(statement)
-    return identity
+    return [StoredIdentity(*row) for row in session.execute(statement)]
 
 
-def supersede_identities(session: Session, *, client_id: str, source_record_id: str) -> None:
-    """Mark the current version(s) of a source's identity record superseded by a newer one."""
-    session.execute(Identity.supersede(client_id=client_id, source_record_id=source_record_id))
+def supersede_identities(session: Session, *, client_id: str, source_record_ids: Collection[str]) -> None:
+    """Mark the versions in force of these identity records superseded by newer ones."""
+    session.execute(Identity.supersede(client_id=client_id, source_record_ids=source_record_ids))
 
 
-def get_current_identities(session: Session, *, client_id: str, source_record_id: str) -> list[Identity]:
-    """Return the current version(s) of a source's identity record."""
-    return list(
-        session.scalars(
-            select(Identity).where(
-                Identity.client_id == client_id,
-                Identity.source_record_id == source_record_id,
-                Identity.status == RecordStatus.CURRENT,
-            )
+def get_children_by_identifiers(
+    session: Session, *, scheme: str, blind_indexes: Collection[str]
+) -> dict[str, tuple[uuid.UUID, bytes | None]]:
+    """Return, by blind index, the child owning each identifier found and its wrapped data key."""
+    if not blind_indexes:
+        return {}
+    rows = session.execute(
+        select(ChildIdentifier.blind_index, Child.id, Child.wrapped_data_key)
+        .join(Child, Child.id == ChildIdentifier.child_id)
+        .where(ChildIdentifier.scheme == scheme, ChildIdentifier.blind_index.in_(blind_indexes))
+    )
+    return {blind_index: (child_id, wrapped) for blind_index, child_id, wrapped in rows}
+
+
+def get_wrapped_data_keys(session: Session, *, child_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, bytes | None]:
+    """Return the children's wrapped data keys (None for an erased child), by child id."""
+    if not child_ids:
+        return {}
+    rows = session.execute(select(Child.id, Child.wrapped_data_key).where(Child.id.in_(child_ids)))
+    return {child_id: wrapped for child_id, wrapped in rows}
+
+
+def add_children(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert new children (id and wrapped data key each) in one statement."""
+    if rows:
+        session.execute(insert(Child), rows)
+
+
+def delete_children(session: Session, *, child_ids: Collection[uuid.UUID]) -> None:
+    """Delete children that were created in this transaction and never used."""
+    if child_ids:
+        session.execute(delete(Child).where(Child.id.in_(child_ids)))
+
+
+def add_links(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert links in one statement."""
+    if rows:
+        session.execute(insert(Link), rows)
+
+
+def get_current_subjects(
+    session: Session, *, client_id: str, source_record_ids: Collection[str]
+) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    """Return, by source record id, a client's identity in force and the child it is linked to."""
+    if not source_record_ids:
+        return {}
+    rows = session.execute(
+        select(Identity.source_record_id, Identity.id, Link.child_id)
+        .join(Link, Link.identity_id == Identity.id)
+        .where(
+            Identity.client_id == client_id,
+            Identity.source_record_id.in_(source_record_ids),
+            Identity.status == RecordStatus.CURRENT,
+            Link.state == LinkState.LINKED,
         )
+        .order_by(Identity.received_at.desc())
     )
-
-
-def get_linked_child_id(session: Session, *, identity_id: uuid.UUID) -> uuid.UUID | None:
-    """Return the child an identity is linked to, if the link is in force."""
-    return session.scalar(
-        select(Link.child_id).where(Link.identity_id == identity_id, Link.state == LinkState.LINKED)
-    )
-
-
-def get_child_id_by_identifier(session: Session, *, scheme: str, blind_index: str) -> uuid.UUID | None:
-    """Return the child that owns an identifier, by its blind index."""
-    return session.scalar(
-        select(ChildIdentifier.child_id).where(
-            ChildIdentifier.scheme == scheme, ChildIdentifier.blind_index == blind_index
-        )
-    )
+    subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
+    for source_record_id, identity_id, child_id in rows:
+        subjects.setdefault(source_record_id, (identity_id, child_id))
+    return subjects
 
 
 def get_linked_identities(session: Session, access: ChildAccess) -> list[Identity]:

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Collection
+from typing import Any, NamedTuple
+
 from sqlalchemy.orm import Session
 
+from gateway.kit.db import insert_missing
 from gateway.models import Item
+from policies import RecordStatus
 
 
-def get_item_version(session: Session, *, client_id: str, source_record_id: str, source_version: str) -> Item | None:
-    """Return one stored version of a source record, if pushed before."""
-    statement = Item.select_version(client_id=client_id, source_record_id=source_record_id, source_version=source_version)
-    item: Item | None = session.scalar(statement)
-    return item
+class StoredItem(NamedTuple):
+    """A stored version of a source record, and the child it is filed under."""
+
+    source_record_id: str
+    source_version: str
+    status: RecordStatus
+    child_id: uuid.UUID
 
 
-def supersede_items(session: Session, *, client_id: str, source_record_id: str) -> None:
-    """Mark the version(s) of a source record still in force superseded by a newer one."""
-    session.execute(Item.supersede(client_id=client_id, source_record_id=source_record_id))
+def get_stored_items(session: Session, *, client_id: str, versions: Collection[tuple[str, str]]) -> list[StoredItem]:
+    """Return these versions of a client's source records, and the versions in force of the same records."""
+    statement = Item.select_stored(Item.child_id, client_id=client_id, versions=versions)
+    return [StoredItem(*row) for row in session.execute(statement)]
+
+
+def supersede_items(session: Session, *, client_id: str, source_record_ids: Collection[str]) -> None:
+    """Mark the versions in force of these source records superseded by newer ones."""
+    session.execute(Item.supersede(client_id=client_id, source_record_ids=source_record_ids))
+
+
+def add_items(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert item versions not stored yet, in source order; return the ids of those inserted."""
+    ordered = sorted(rows, key=lambda row: (row["source_record_id"], row["source_version"]))
+    return insert_missing(session, Item, ordered, unique=["client_id", "source_record_id", "source_version"], returning="id")

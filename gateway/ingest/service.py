@@ -10,20 +10,22 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from opentelemetry import trace
 from sqlalchemy.orm import Session
 
-from adapters import ClaimEntry, Entry, EntryOutcome, EntryStatus, Issue, RecordEntry, RejectedEntry, Submission
+from adapters import ClaimEntry, EntryOutcome, EntryStatus, InboundRecord, Issue, RecordEntry, RejectedEntry, Submission
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
 from gateway.identity import repository as identity_repository
-from gateway.identity.service import LinkRefused, link_claim
+from gateway.identity.service import LinkRefused, link_claims
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, seal_value
-from gateway.kit.db import insert_if_absent, lock_for_transaction
+from gateway.kit.db import lock_all_for_transaction
 from gateway.kit.errors import ErrorDetail, Forbidden, GatewayError
-from gateway.models import Child, Client, Item, ItemContent
+from gateway.models import Client, Item, ItemContent
+from gateway.models.base import utcnow
 from policies import CATEGORIES, RecordKind, RecordStatus
 
 from . import repository
@@ -35,14 +37,6 @@ class PushRejected(GatewayError):
     """The whole push is refused: nothing from it is stored, only the audit event of the refusal."""
 
     status, title, fhir_code = 422, "Push rejected", "processing"
-
-
-class _EntryRejected(Exception):
-    """One entry cannot be stored; carries the issues that say why."""
-
-    def __init__(self, *issues: Issue) -> None:
-        super().__init__("entry rejected")
-        self.issues = issues
 
 
 @dataclass
@@ -68,12 +62,17 @@ def ingest(
     keyring: DataKeyring,
     submission: Submission,
 ) -> list[EntryOutcome]:
-    """Store a submission's entries for the calling client; return one outcome per entry, in order."""
+    """Store a submission's entries for the calling client; return one outcome per entry, in order.
+
+    Set-based: a push costs a constant number of statements, whatever its size. Claims are
+    linked first (a record may name a subject claimed in the same push), then records are
+    filed. An atomic submission with any problem is refused as a whole before it is stored.
+    """
     with tracer.start_as_current_span("ingest") as span:
         span.set_attribute("gateway.submission", submission.label)
         span.set_attribute("gateway.entry_count", len(submission.entries))
         push = _Push(session, principal, auditor, keyring, submission, _active_client(session, principal, auditor))
-        outcomes = push.store_all_or_nothing() if submission.atomic else push.store_entry_by_entry()
+        outcomes = push.store()
         push.audit(outcomes)
         return outcomes
 
@@ -89,42 +88,32 @@ class _Push:
     submission: Submission
     client: Client
     tallies: Tallies = field(default_factory=lambda: defaultdict(_ChildTally))
+    outcomes: dict[int, EntryOutcome] = field(default_factory=dict)
     data_keys: dict[uuid.UUID, bytes] = field(default_factory=dict)
-    # Subjects resolved once per push: a Patient's nine Encounters name the same subject.
-    subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = field(default_factory=dict)
 
-    def store_all_or_nothing(self) -> list[EntryOutcome]:
-        """Store every entry or none: the first problem refuses the whole push."""
-        issues = list(self.submission.issues)
-        issues += [issue for entry in self.submission.entries if isinstance(entry, RejectedEntry) for issue in entry.issues]
-        if issues:
-            raise self._rejected(issues)
-        outcomes: dict[int, EntryOutcome] = {}
-        for entry in _claims_first(self.submission.entries):
-            try:
-                outcomes[entry.index] = self._store(entry, self.tallies)
-            except _EntryRejected as rejected:
-                raise self._rejected(list(rejected.issues)) from None
-        return [outcomes[index] for index in sorted(outcomes)]
-
-    def store_entry_by_entry(self) -> list[EntryOutcome]:
-        """Store each entry on its own: one that fails is answered with its issues, the rest stand."""
-        outcomes = {
-            entry.index: EntryOutcome(entry.index, EntryStatus.REJECTED, entry.issues)
-            for entry in self.submission.entries
-            if isinstance(entry, RejectedEntry)
-        }
-        for entry in _claims_first(self.submission.entries):
-            entry_tallies: Tallies = defaultdict(_ChildTally)
-            try:
-                with self.session.begin_nested():
-                    outcomes[entry.index] = self._store(entry, entry_tallies)
-            except _EntryRejected as rejected:
-                outcomes[entry.index] = EntryOutcome(entry.index, EntryStatus.REJECTED, rejected.issues)
+    def store(self) -> list[EntryOutcome]:
+        """Store the entries: all or none for an atomic submission, else each that can be."""
+        if self.submission.atomic and self.submission.issues:
+            self._reject_all(list(self.submission.issues))
+        claims: dict[int, ClaimEntry] = {}
+        records: dict[int, tuple[RecordEntry, RecordKind]] = {}
+        for entry in self.submission.entries:
+            if isinstance(entry, RejectedEntry):
+                self._reject(entry.index, *entry.issues)
+            elif isinstance(entry, ClaimEntry):
+                if self._allowed(RecordKind.IDENTITY, entry.index, entry.location):
+                    claims[entry.index] = entry
             else:
-                for child_id, tally in entry_tallies.items():
-                    self.tallies[child_id].add(tally)
-        return [outcomes[index] for index in sorted(outcomes)]
+                kind = self._known_kind(entry)
+                if kind is not None and self._allowed(kind, entry.index, entry.location):
+                    records[entry.index] = (entry, kind)
+        self._settle()
+        with tracer.start_as_current_span("link"):
+            self._link(claims)
+        self._settle()
+        with tracer.start_as_current_span("file"):
+            self._file(records)
+        return [self.outcomes[index] for index in sorted(self.outcomes)]
 
     def audit(self, outcomes: list[EntryOutcome]) -> None:
         """Record what the push stored, per child, and what it could not."""
@@ -152,137 +141,172 @@ class _Push:
                 },
             )
 
-    def _store(self, entry: ClaimEntry | RecordEntry, tallies: Tallies) -> EntryOutcome:
-        try:
-            if isinstance(entry, ClaimEntry):
-                return self._link(entry, tallies)
-            return self._file(entry, tallies)
-        except ChildErased as erased:
-            raise _EntryRejected(Issue("error", erased.fhir_code, entry.location, erased.detail)) from None
+    def _link(self, claims: dict[int, ClaimEntry]) -> None:
+        linked = link_claims(
+            self.session,
+            self.principal,
+            auditor=self.auditor,
+            keyring=self.keyring,
+            claims={index: entry.claim for index, entry in claims.items()},
+        )
+        self.data_keys.update(linked.data_keys)
+        for index, result in linked.outcomes.items():
+            if isinstance(result, LinkRefused):
+                self._reject(index, Issue("error", result.code, claims[index].location, str(result)))
+            elif result.created:
+                self.tallies[result.child_id].identities_created += 1
+                self.outcomes[index] = EntryOutcome(index, EntryStatus.CREATED)
+            else:
+                self._unchanged(index, result.child_id)
 
-    def _link(self, entry: ClaimEntry, tallies: Tallies) -> EntryOutcome:
-        self._require_kind(RecordKind.IDENTITY, entry.location)
-        with tracer.start_as_current_span("link"):
-            try:
-                result = link_claim(
-                    self.session, self.principal, auditor=self.auditor, keyring=self.keyring, claim=entry.claim
-                )
-            except LinkRefused as refused:
-                raise _EntryRejected(Issue("error", "processing", entry.location, str(refused))) from None
-        tally = tallies[result.child_id]
-        if result.created:
-            tally.identities_created += 1
-        else:
-            tally.unchanged += 1
-        return EntryOutcome(entry.index, EntryStatus.CREATED if result.created else EntryStatus.UNCHANGED)
-
-    def _file(self, entry: RecordEntry, tallies: Tallies) -> EntryOutcome:
-        record = entry.record
-        kind = self._known_kind(record.kind, record.category, entry.location)
-        self._require_kind(kind, entry.location)
+    def _file(self, records: dict[int, tuple[RecordEntry, RecordKind]]) -> None:
+        if not records:
+            return
+        client_id = self.client.id
+        versions = {(entry.record.source_record_id, entry.record.source_version) for entry, _ in records.values()}
         # Versions of one source record are stored one transaction at a time, so that two pushes of
         # different new versions cannot both leave theirs current.
-        lock_for_transaction(self.session, "item", self.client.id, record.source_record_id)
-        existing = repository.get_item_version(
+        lock_all_for_transaction(self.session, [("item", client_id, record_id) for record_id, _ in versions])
+        stored = repository.get_stored_items(self.session, client_id=client_id, versions=versions)
+        stored_versions = {(row.source_record_id, row.source_version): row.child_id for row in stored}
+        in_force = {row.source_record_id for row in stored if row.status != RecordStatus.SUPERSEDED}
+
+        new: dict[tuple[str, str], list[int]] = {}
+        for index, (entry, _kind) in sorted(records.items()):
+            version = (entry.record.source_record_id, entry.record.source_version)
+            if version in stored_versions:
+                self._unchanged(index, stored_versions[version])
+            else:
+                new.setdefault(version, []).append(index)  # the same version twice in one push: stored once
+        if not new:
+            return
+        subjects = identity_repository.get_current_subjects(
             self.session,
-            client_id=self.client.id,
-            source_record_id=record.source_record_id,
-            source_version=record.source_version,
+            client_id=client_id,
+            source_record_ids={records[indexes[0]][0].record.subject_ref for indexes in new.values()},
         )
-        if existing is not None:
-            tallies[existing.child_id].unchanged += 1
-            return EntryOutcome(entry.index, EntryStatus.UNCHANGED)
+        self._unwrap_keys({child_id for _identity_id, child_id in subjects.values()})
+        # Of several new versions of one record in this push, the last is in force.
+        last_version = {version[0]: version for version in new}
+        rows: list[dict[str, Any]] = []
+        filed: dict[uuid.UUID, tuple[uuid.UUID, list[int]]] = {}
+        for version, indexes in new.items():
+            entry, kind = records[indexes[0]]
+            subject = subjects.get(entry.record.subject_ref)
+            if subject is None or subject[1] not in self.data_keys:
+                for index in indexes:
+                    self._reject(index, _unfileable(records[index][0], subject))
+                continue
+            identity_id, child_id = subject
+            item_id = uuid.uuid4()
+            latest = last_version[version[0]] == version
+            rows.append(self._item_row(item_id, entry.record, kind, child_id, identity_id, in_force=latest))
+            filed[item_id] = (child_id, indexes)
+        self._settle()
+        superseded = {row["source_record_id"] for row in rows} & in_force
+        if superseded:
+            repository.supersede_items(self.session, client_id=client_id, source_record_ids=superseded)
+        inserted = repository.add_items(self.session, rows)
+        for item_id, (child_id, indexes) in filed.items():
+            first, *repeats = indexes
+            if item_id in inserted:
+                self.tallies[child_id].items_created.append(str(item_id))
+                self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED)
+            else:
+                # Under the record locks no other push can store this version first; should one
+                # have, its copy stands and this push acknowledges it.
+                self._unchanged(first, child_id)
+            for index in repeats:
+                self._unchanged(index, child_id)
 
-        child_id, identity_id = self._subject(entry)
-        data_key = self._data_key(child_id)
-        repository.supersede_items(self.session, client_id=self.client.id, source_record_id=record.source_record_id)
-        item_id = uuid.uuid4()
-        content = ItemContent(summary=record.summary, payload=record.payload)
-        inserted = insert_if_absent(
-            self.session,
-            Item,
-            {
-                "id": item_id,
-                "child_id": child_id,
-                "identity_id": identity_id,
-                "client_id": self.client.id,
-                "agency": self.client.agency,
-                "source_record_id": record.source_record_id,
-                "source_version": record.source_version,
-                "kind": kind,
-                "category": record.category,
-                "occurred_at": record.occurred_at,
-                "security_labels": sorted(record.security_labels),
-                "detrimental": False,
-                "status": RecordStatus.ENTERED_IN_ERROR if record.entered_in_error else RecordStatus.CURRENT,
-                "sealed_content": seal_value(data_key, content, ItemContent, context=Item.context_for(item_id)),
-                "sealed_summary": seal_value(
-                    data_key, record.summary, str, context=Item.context_for(item_id, "summary")
-                ),
-            },
-            unique=["client_id", "source_record_id", "source_version"],
-        )
-        if not inserted:
-            # A concurrent push by this client stored the same version first.
-            tallies[child_id].unchanged += 1
-            return EntryOutcome(entry.index, EntryStatus.UNCHANGED)
-        tallies[child_id].items_created.append(str(item_id))
-        return EntryOutcome(entry.index, EntryStatus.CREATED)
+    def _item_row(
+        self,
+        item_id: uuid.UUID,
+        record: InboundRecord,
+        kind: RecordKind,
+        child_id: uuid.UUID,
+        identity_id: uuid.UUID,
+        *,
+        in_force: bool,
+    ) -> dict[str, Any]:
+        data_key = self.data_keys[child_id]
+        status = RecordStatus.ENTERED_IN_ERROR if record.entered_in_error else RecordStatus.CURRENT
+        return {
+            "id": item_id,
+            "child_id": child_id,
+            "identity_id": identity_id,
+            "client_id": self.client.id,
+            "agency": self.client.agency,
+            "source_record_id": record.source_record_id,
+            "source_version": record.source_version,
+            "kind": kind,
+            "category": record.category,
+            "occurred_at": record.occurred_at,
+            "received_at": utcnow(),
+            "security_labels": sorted(record.security_labels),
+            "police_handling_code": None,
+            "detrimental": False,
+            "status": status if in_force else RecordStatus.SUPERSEDED,
+            "sealed_content": seal_value(
+                data_key,
+                ItemContent(summary=record.summary, payload=record.payload),
+                ItemContent,
+                context=Item.context_for(item_id),
+            ),
+            "sealed_summary": seal_value(data_key, record.summary, str, context=Item.context_for(item_id, "summary")),
+        }
 
-    def _subject(self, entry: RecordEntry) -> tuple[uuid.UUID, uuid.UUID]:
-        # Claims are all linked before any record is filed, so a subject found here stays valid
-        # for the rest of the push.
-        subject = entry.record.subject_ref
-        if subject not in self.subjects:
-            self.subjects[subject] = self._resolve_subject(entry)
-        return self.subjects[subject]
+    def _unwrap_keys(self, child_ids: set[uuid.UUID]) -> None:
+        """Unwrap, once per push, the data keys of children not met yet; an erased child has none."""
+        wanted = child_ids - self.data_keys.keys()
+        for child_id, wrapped in identity_repository.get_wrapped_data_keys(self.session, child_ids=wanted).items():
+            if wrapped is not None:
+                self.data_keys[child_id] = self.keyring.unwrap(wrapped)
 
-    def _resolve_subject(self, entry: RecordEntry) -> tuple[uuid.UUID, uuid.UUID]:
-        for identity in identity_repository.get_current_identities(
-            self.session, client_id=self.client.id, source_record_id=entry.record.subject_ref
-        ):
-            child_id = identity_repository.get_linked_child_id(self.session, identity_id=identity.id)
-            if child_id is not None:
-                return child_id, identity.id
-        raise _EntryRejected(
-            Issue(
-                "error",
-                "not-found",
-                entry.subject_location,
-                "the subject is neither in this push nor linked from an earlier push by this client; "
-                "send the subject's identity (with its NHS number) first or in the same push",
-            )
-        )
+    def _unchanged(self, index: int, child_id: uuid.UUID) -> None:
+        self.tallies[child_id].unchanged += 1
+        self.outcomes[index] = EntryOutcome(index, EntryStatus.UNCHANGED)
 
-    def _data_key(self, child_id: uuid.UUID) -> bytes:
-        if child_id not in self.data_keys:
-            child = self.session.get(Child, child_id)
-            self.data_keys[child_id] = self.keyring.unwrap(child.wrapped_data_key if child else None)
-        return self.data_keys[child_id]
+    def _reject(self, index: int, *issues: Issue) -> None:
+        self.outcomes[index] = EntryOutcome(index, EntryStatus.REJECTED, tuple(issues))
 
-    def _known_kind(self, kind: str, category: str, location: str) -> RecordKind:
+    def _settle(self) -> None:
+        """Refuse an atomic push as soon as any entry is rejected, before more is written."""
+        if not self.submission.atomic:
+            return
+        rejected = [o for _index, o in sorted(self.outcomes.items()) if o.status is EntryStatus.REJECTED]
+        if rejected:
+            self._reject_all([issue for outcome in rejected for issue in outcome.issues])
+
+    def _known_kind(self, entry: RecordEntry) -> RecordKind | None:
+        kind, category = entry.record.kind, entry.record.category
         try:
             known = RecordKind(kind)
         except ValueError:
             known = None
         if known is None or known is RecordKind.IDENTITY or category not in CATEGORIES:
-            raise _EntryRejected(
-                Issue("error", "not-supported", location, f"records of kind '{kind}' ({category}) are not accepted")
+            self._reject(
+                entry.index,
+                Issue("error", "not-supported", entry.location, f"records of kind '{kind}' ({category}) are not accepted"),
             )
+            return None
         return known
 
-    def _require_kind(self, kind: RecordKind, location: str) -> None:
-        if kind not in self.client.allowed_kinds:
-            raise _EntryRejected(
-                Issue("error", "forbidden", location, f"this client is not registered to push records of kind '{kind}'")
-            )
+    def _allowed(self, kind: RecordKind, index: int, location: str) -> bool:
+        if kind in self.client.allowed_kinds:
+            return True
+        self._reject(
+            index,
+            Issue("error", "forbidden", location, f"this client is not registered to push records of kind '{kind}'"),
+        )
+        return False
 
-    def _rejected(self, issues: list[Issue]) -> PushRejected:
+    def _reject_all(self, issues: list[Issue]) -> NoReturn:
         error = PushRejected(
             f"The {self.submission.label} was rejected as a whole; nothing from it was stored.",
             errors=[ErrorDetail(location=i.location, message=i.message, code=i.code) for i in issues],
         )
-        return self.auditor.refuse(
+        raise self.auditor.refuse(
             error,
             AuditAction.CLIENT_RECORDS_REJECTED,
             Outcome.FAILURE,
@@ -295,13 +319,17 @@ class _Push:
         )
 
 
-def _claims_first(entries: tuple[Entry, ...]) -> list[ClaimEntry | RecordEntry]:
-    # A record may name a subject claimed in the same push: link the claims first. Claims go in
-    # NHS number order, records in source id order, so that concurrent pushes about the same
-    # children and records take their locks in the same order and cannot deadlock.
-    claims = sorted((e for e in entries if isinstance(e, ClaimEntry)), key=lambda e: (e.claim.nhs_number or "", e.index))
-    records = sorted((e for e in entries if isinstance(e, RecordEntry)), key=lambda e: (e.record.source_record_id, e.index))
-    return [*claims, *records]
+def _unfileable(entry: RecordEntry, subject: tuple[uuid.UUID, uuid.UUID] | None) -> Issue:
+    if subject is None:
+        return Issue(
+            "error",
+            "not-found",
+            entry.subject_location,
+            "the subject is neither in this push nor linked from an earlier push by this client; "
+            "send the subject's identity (with its NHS number) first or in the same push",
+        )
+    erased = ChildErased()
+    return Issue("error", erased.fhir_code, entry.location, erased.detail)
 
 
 def _active_client(session: Session, principal: Principal, auditor: Auditor) -> Client:

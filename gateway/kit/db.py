@@ -7,7 +7,8 @@ timeout. A timeout or a busy database answers 503 with Retry-After, never a hang
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,28 +110,67 @@ def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any],
     sources, a retried push) then meet at the unique index: the second waits for the first
     and does nothing, instead of failing with an integrity error.
     """
+    # RETURNING, not rowcount: PostgreSQL's driver reports rowcount -1 for this statement.
+    table = model.__table__
+    statement = _insert_or_skip(session, table, unique).values(**values).returning(*table.primary_key.columns)
+    return session.execute(statement).first() is not None
+
+
+def insert_missing(
+    session: Session, model: type[Any], rows: Sequence[dict[str, Any]], *, unique: list[str], returning: str
+) -> set[Any]:
+    """Insert the rows whose unique key is not taken yet, in as few statements as the driver allows.
+
+    Returns the values of column `returning` of the rows inserted. SQLAlchemy's
+    "insertmanyvalues" sends the rows as multi-row INSERTs, a thousand or so at a time, in the
+    order given: callers that may race on a unique key pass their rows sorted by it, so that
+    two transactions inserting overlapping keys meet in the same order and cannot deadlock.
+    """
+    if not rows:
+        return set()
+    table = model.__table__
+    statement = _insert_or_skip(session, table, unique).returning(table.c[returning])
+    return set(session.scalars(statement, list(rows)))
+
+
+def _insert_or_skip(session: Session, table: Any, unique: list[str]) -> Any:
     insert: Any
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    table = model.__table__
-    # RETURNING, not rowcount: PostgreSQL's driver reports rowcount -1 for this statement.
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
-    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
+    return insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def lock_for_transaction(session: Session, *parts: str) -> None:
-    """Serialise transactions that change the same thing (named by `parts`) until they end.
+    """Serialise transactions that change the same thing (named by `parts`) until they end."""
+    lock_all_for_transaction(session, [parts])
 
-    PostgreSQL: a transaction-scoped advisory lock on a 64-bit hash of the name, released at
-    commit or rollback and bounded by lock_timeout. SQLite needs none: its writers already run
-    one at a time (BEGIN IMMEDIATE).
+
+def lock_all_for_transaction(session: Session, names: Iterable[Sequence[str]]) -> None:
+    """Take, in one statement, a lock on each thing named (each name a sequence of parts).
+
+    PostgreSQL: transaction-scoped advisory locks on 64-bit hashes of the names, released at
+    commit or rollback and bounded by lock_timeout. They are taken in ascending key order, so
+    that two transactions wanting overlapping sets queue instead of deadlocking. SQLite needs
+    none: its writers already run one at a time (BEGIN IMMEDIATE).
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    keys = sorted({_lock_key(parts) for parts in names})
+    if keys:
+        # unnest yields the array's elements in order, and the aggregate takes them as they come.
         session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": "\x1f".join(parts)}
+            text("SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigint[])) AS key"),
+            {"keys": keys},
         )
+
+
+def _lock_key(parts: Sequence[str]) -> int:
+    # A signed 64-bit key from a hash of the name; a collision only makes two unrelated
+    # transactions queue, never lets two related ones pass.
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def database_busy() -> ServiceUnavailable:

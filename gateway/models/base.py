@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DateTime, Enum, ForeignKey, MetaData, Select, String, TypeDecorator, UniqueConstraint, Update
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from policies import RecordStatus
@@ -104,22 +105,28 @@ class SourceVersionedMixin:
         return (UniqueConstraint("client_id", "source_record_id", "source_version"),)
 
     @classmethod
-    def select_version(cls, *, client_id: str, source_record_id: str, source_version: str) -> Select[Any]:
-        """Select one stored version of a source record."""
-        return select(cls).where(
+    def select_stored(cls, *columns: Any, client_id: str, versions: Collection[tuple[str, str]]) -> Select[Any]:
+        """Select, of a client's records, these (source record id, version)s and the versions in force.
+
+        One query answers both questions a push asks of each record: was this version stored
+        before, and is there an older version in force that a new one must supersede?
+        Rows come as (source_record_id, source_version, status, *columns).
+        """
+        record_ids = {record_id for record_id, _version in versions}
+        return select(cls.source_record_id, cls.source_version, cls.status, *columns).where(
             cls.client_id == client_id,
-            cls.source_record_id == source_record_id,
-            cls.source_version == source_version,
+            cls.source_record_id.in_(record_ids),
+            or_(cls.status != RecordStatus.SUPERSEDED, tuple_(cls.source_record_id, cls.source_version).in_(versions)),
         )
 
     @classmethod
-    def supersede(cls, *, client_id: str, source_record_id: str) -> Update:
-        """Return the statement that marks every version still in force superseded."""
+    def supersede(cls, *, client_id: str, source_record_ids: Collection[str]) -> Update:
+        """Return the statement that marks every version still in force of these records superseded."""
         return (
             update(cls)
             .where(
                 cls.client_id == client_id,
-                cls.source_record_id == source_record_id,
+                cls.source_record_id.in_(source_record_ids),
                 cls.status != RecordStatus.SUPERSEDED,
             )
             .values(status=RecordStatus.SUPERSEDED)
