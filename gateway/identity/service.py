@@ -20,7 +20,7 @@ from gateway.auth.principal import Principal
 from gateway.cases.access import ChildAccess
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, seal_value, unseal_value
-from gateway.kit.db import insert_missing, lock_all_for_transaction
+from gateway.kit.db import insert_all, insert_missing, lock_all_for_transaction
 from gateway.models import ChildIdentifier, Identity, LinkMethod, LinkState
 from policies import RecordStatus
 
@@ -168,16 +168,7 @@ class _ClaimLinking:
             repository.supersede_identities(
                 self.session, client_id=self.principal.subject, source_record_ids=superseded
             )
-        inserted = insert_missing(
-            self.session,
-            Identity,
-            sorted(identities, key=lambda row: (row["source_record_id"], row["source_version"])),
-            unique=["client_id", "source_record_id", "source_version"],
-            returning="id",
-        )
-        # Under the record locks no other push can store these versions first; should one have,
-        # its version stands and this push's copy is neither stored nor linked.
-        links = [link for link in links if link["identity_id"] in inserted]
+        insert_all(self.session, Identity, identities)
         repository.add_links(self.session, links)
         for link in links:
             self.auditor.record(

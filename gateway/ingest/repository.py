@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from gateway.kit.db import insert_missing
+from gateway.kit.db import insert_all
 from gateway.models import Item
 from policies import RecordStatus
 
@@ -33,7 +33,6 @@ def supersede_items(session: Session, *, client_id: str, source_record_ids: Coll
     session.execute(Item.supersede(client_id=client_id, source_record_ids=source_record_ids))
 
 
-def add_items(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert item versions not stored yet, in source order; return the ids of those inserted."""
-    ordered = sorted(rows, key=lambda row: (row["source_record_id"], row["source_version"]))
-    return insert_missing(session, Item, ordered, unique=["client_id", "source_record_id", "source_version"], returning="id")
+def add_items(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert new item versions (the caller holds their records' locks and found them not stored)."""
+    insert_all(session, Item, rows)

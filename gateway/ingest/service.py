@@ -206,16 +206,11 @@ class _Push:
         superseded = {row["source_record_id"] for row in rows} & in_force
         if superseded:
             repository.supersede_items(self.session, client_id=client_id, source_record_ids=superseded)
-        inserted = repository.add_items(self.session, rows)
+        repository.add_items(self.session, rows)
         for item_id, (child_id, indexes) in filed.items():
             first, *repeats = indexes
-            if item_id in inserted:
-                self.tallies[child_id].items_created.append(str(item_id))
-                self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED)
-            else:
-                # Under the record locks no other push can store this version first; should one
-                # have, its copy stands and this push acknowledges it.
-                self._unchanged(first, child_id)
+            self.tallies[child_id].items_created.append(str(item_id))
+            self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED)
             for index in repeats:
                 self._unchanged(index, child_id)
 

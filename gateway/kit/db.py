@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, insert, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -133,13 +134,23 @@ def insert_missing(
     return set(session.scalars(statement, list(rows)))
 
 
+def insert_all(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that the caller has made sure are new, with the driver's executemany.
+
+    For rows whose unique keys the caller holds locks on and has just checked: a plain INSERT
+    costs a third of the client CPU of a multi-row INSERT … ON CONFLICT … RETURNING, whose long
+    text the driver must parse afresh each time. The unique constraint stays the backstop: were
+    the check ever wrong, the INSERT fails and the whole transaction with it, so nothing is
+    stored twice and nothing half-stored.
+    """
+    if rows:
+        session.execute(insert(model.__table__), list(rows))
+
+
 def _insert_or_skip(session: Session, table: Any, unique: list[str]) -> Any:
-    insert: Any
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=unique)
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=unique)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def lock_for_transaction(session: Session, *parts: str) -> None:

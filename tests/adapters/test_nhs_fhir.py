@@ -627,6 +627,10 @@ def test_outcome_and_response_bundle_are_valid_fhir() -> None:
                               bundle_type="batch"))
     response = response_bundle(submission, [EntryOutcome(0, EntryStatus.CREATED),
                                             EntryOutcome(1, EntryStatus.REJECTED, (issue,))])
+    unchanged = response_bundle(submission, [EntryOutcome(0, EntryStatus.UNCHANGED),
+                                             EntryOutcome(1, EntryStatus.UNCHANGED)])
+    for body in (outcome, empty, response, unchanged):
+        get_fhir_model_class(body["resourceType"]).model_validate(body)
 
     assert outcome["issue"][0]["expression"] == [issue.location]
     assert "expression" not in empty["issue"][0]
@@ -635,6 +639,7 @@ def test_outcome_and_response_bundle_are_valid_fhir() -> None:
     assert response["entry"][0]["response"] == {"status": "201 Created", "location": "Patient/p1/_history/1"}
     assert response["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
     assert copy.deepcopy(response) == response
+    assert [e["response"]["status"] for e in unchanged["entry"]] == ["200 OK", "200 OK"]
 
 
 def test_xml_bundle_holding_an_unknown_resource_is_refused() -> None:
