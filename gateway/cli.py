@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,17 +75,23 @@ def _run_server(settings: Settings, *, host: str, port: int, workers: int) -> No
     import uvicorn
 
     from gateway.kit.logging import uvicorn_log_config
+    from gateway.kit.serving import ReusePortMultiprocess, reuse_port_spreads_connections
 
+    app_factory = "gateway.app:create_app"
     # No access log: request lines carry child ids. Request spans and JSON logs take its place.
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=uvicorn_log_config(settings.log_level),
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "access_log": False,
+        "log_config": uvicorn_log_config(settings.log_level),
+    }
+    if workers > 1 and reuse_port_spreads_connections():
+        # Workers sharing uvicorn's one socket do not share the load; see gateway/kit/serving.py.
+        ReusePortMultiprocess(uvicorn.Config(app_factory, **options)).run()
+    else:
+        uvicorn.run(app_factory, **options)
 
 
 @app.command("demo")
