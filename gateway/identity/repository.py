@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
+from gateway.kit.sql import dialect_of, one_of
 from gateway.models import Child, ChildIdentifier, Identity, Link, LinkState
 from policies import RecordStatus
 
@@ -28,15 +29,18 @@ def get_stored_identities(
     session: Session, *, client_id: str, versions: Collection[tuple[str, str]]
 ) -> list[StoredIdentity]:
     """Return these versions of a client's identity records, and the versions in force, with their links."""
-    statement = Identity.select_stored(Identity.id, Link.child_id, client_id=client_id, versions=versions).outerjoin(
-        Link, and_(Link.identity_id == Identity.id, Link.state == LinkState.LINKED)
-    )
-    return [StoredIdentity(*row) for row in session.execute(statement)]
+    statement = Identity.select_stored(
+        Identity.id, Link.child_id, client_id=client_id, versions=versions, dialect=dialect_of(session)
+    ).outerjoin(Link, and_(Link.identity_id == Identity.id, Link.state == LinkState.LINKED))
+    rows = [StoredIdentity(*row) for row in session.execute(statement)]
+    return [row for row in rows if (row[0], row[1]) in versions or row.status != RecordStatus.SUPERSEDED]
 
 
 def supersede_identities(session: Session, *, client_id: str, source_record_ids: Collection[str]) -> None:
     """Mark the versions in force of these identity records superseded by newer ones."""
-    session.execute(Identity.supersede(client_id=client_id, source_record_ids=source_record_ids))
+    session.execute(
+        Identity.supersede(client_id=client_id, source_record_ids=source_record_ids, dialect=dialect_of(session))
+    )
 
 
 def get_children_by_identifiers(
@@ -48,7 +52,10 @@ def get_children_by_identifiers(
     rows = session.execute(
         select(ChildIdentifier.blind_index, Child.id, Child.wrapped_data_key)
         .join(Child, Child.id == ChildIdentifier.child_id)
-        .where(ChildIdentifier.scheme == scheme, ChildIdentifier.blind_index.in_(blind_indexes))
+        .where(
+            ChildIdentifier.scheme == scheme,
+            one_of(ChildIdentifier.blind_index, blind_indexes, dialect=dialect_of(session)),
+        )
     )
     return {blind_index: (child_id, wrapped) for blind_index, child_id, wrapped in rows}
 
@@ -57,7 +64,7 @@ def get_wrapped_data_keys(session: Session, *, child_ids: Collection[uuid.UUID])
     """Return the children's wrapped data keys (None for an erased child), by child id."""
     if not child_ids:
         return {}
-    rows = session.execute(select(Child.id, Child.wrapped_data_key).where(Child.id.in_(child_ids)))
+    rows = session.execute(select(Child.id, Child.wrapped_data_key).where(one_of(Child.id, child_ids, dialect=dialect_of(session))))
     return {child_id: wrapped for child_id, wrapped in rows}
 
 
@@ -90,7 +97,7 @@ def get_current_subjects(
         .join(Link, Link.identity_id == Identity.id)
         .where(
             Identity.client_id == client_id,
-            Identity.source_record_id.in_(source_record_ids),
+            one_of(Identity.source_record_id, source_record_ids, dialect=dialect_of(session)),
             Identity.status == RecordStatus.CURRENT,
             Link.state == LinkState.LINKED,
         )

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session
 
 from gateway.kit.db import insert_all
+from gateway.kit.sql import dialect_of
 from gateway.models import Item
 from policies import RecordStatus
 
@@ -24,13 +25,16 @@ class StoredItem(NamedTuple):
 
 def get_stored_items(session: Session, *, client_id: str, versions: Collection[tuple[str, str]]) -> list[StoredItem]:
     """Return these versions of a client's source records, and the versions in force of the same records."""
-    statement = Item.select_stored(Item.child_id, client_id=client_id, versions=versions)
-    return [StoredItem(*row) for row in session.execute(statement)]
+    statement = Item.select_stored(Item.child_id, client_id=client_id, versions=versions, dialect=dialect_of(session))
+    rows = [StoredItem(*row) for row in session.execute(statement)]
+    return [row for row in rows if (row[0], row[1]) in versions or row.status != RecordStatus.SUPERSEDED]
 
 
 def supersede_items(session: Session, *, client_id: str, source_record_ids: Collection[str]) -> None:
     """Mark the versions in force of these source records superseded by newer ones."""
-    session.execute(Item.supersede(client_id=client_id, source_record_ids=source_record_ids))
+    session.execute(
+        Item.supersede(client_id=client_id, source_record_ids=source_record_ids, dialect=dialect_of(session))
+    )
 
 
 def add_items(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -9,9 +9,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DateTime, Enum, ForeignKey, MetaData, Select, String, TypeDecorator, UniqueConstraint, Update
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+from gateway.kit.sql import one_of
 from policies import RecordStatus
 
 # One naming convention for the whole schema, the audit trail's tables included.
@@ -105,28 +106,33 @@ class SourceVersionedMixin:
         return (UniqueConstraint("client_id", "source_record_id", "source_version"),)
 
     @classmethod
-    def select_stored(cls, *columns: Any, client_id: str, versions: Collection[tuple[str, str]]) -> Select[Any]:
-        """Select, of a client's records, these (source record id, version)s and the versions in force.
+    def select_stored(
+        cls, *columns: Any, client_id: str, versions: Collection[tuple[str, str]], dialect: str
+    ) -> Select[Any]:
+        """Select, of a client's records, these versions and every version in force of the same records.
 
         One query answers both questions a push asks of each record: was this version stored
-        before, and is there an older version in force that a new one must supersede?
-        Rows come as (source_record_id, source_version, status, *columns).
+        before, and is there an older version in force that a new one must supersede? Rows
+        come as (source_record_id, source_version, status, *columns); a row of another record's
+        version of the same name may come too, which the caller ignores.
         """
-        record_ids = {record_id for record_id, _version in versions}
         return select(cls.source_record_id, cls.source_version, cls.status, *columns).where(
             cls.client_id == client_id,
-            cls.source_record_id.in_(record_ids),
-            or_(cls.status != RecordStatus.SUPERSEDED, tuple_(cls.source_record_id, cls.source_version).in_(versions)),
+            one_of(cls.source_record_id, {record_id for record_id, _ in versions}, dialect=dialect),
+            or_(
+                cls.status != RecordStatus.SUPERSEDED,
+                one_of(cls.source_version, {version for _, version in versions}, dialect=dialect),
+            ),
         )
 
     @classmethod
-    def supersede(cls, *, client_id: str, source_record_ids: Collection[str]) -> Update:
+    def supersede(cls, *, client_id: str, source_record_ids: Collection[str], dialect: str) -> Update:
         """Return the statement that marks every version still in force of these records superseded."""
         return (
             update(cls)
             .where(
                 cls.client_id == client_id,
-                cls.source_record_id.in_(source_record_ids),
+                one_of(cls.source_record_id, source_record_ids, dialect=dialect),
                 cls.status != RecordStatus.SUPERSEDED,
             )
             .values(status=RecordStatus.SUPERSEDED)
