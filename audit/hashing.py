@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +47,12 @@ def _normalise(value: Any) -> Any:
 
 def canonical_bytes(event: Any) -> bytes:
     """Return the event's content (every column but its own hash) as canonical JSON bytes."""
-    content = {name: _normalise(getattr(event, name)) for name in HASHED_COLUMNS}
+    return canonical_bytes_of({name: getattr(event, name) for name in HASHED_COLUMNS})
+
+
+def canonical_bytes_of(values: Mapping[str, Any]) -> bytes:
+    """Return the canonical JSON bytes of an event given as its column values, by column name."""
+    content = {name: _normalise(values[name]) for name in HASHED_COLUMNS}
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

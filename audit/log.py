@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .actions import ActorType, AuditAction, Outcome
-from .hashing import GENESIS_HASH, canonical_bytes, event_hash, leaf_hash, merkle_root_of_leaf_hashes
+from .hashing import GENESIS_HASH, canonical_bytes, canonical_bytes_of, event_hash, leaf_hash, merkle_root_of_leaf_hashes
 from .models import AuditEvent
 
 # Any fixed 64-bit number will do; it only has to be the same in every process.
 _APPEND_LOCK_KEY = 0x4D414350_54415544  # "MACPTAUD"
+_UUID_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -59,50 +62,97 @@ class AppendOnlyViolation(RuntimeError):
     """Something tried to change or delete an audit event."""
 
 
-def record(session: Session, entry: AuditRecord, *, now: datetime | None = None) -> AuditEvent:
-    """Append one event to the trail in the caller's transaction, and return it.
+def record(session: Session, entries: Sequence[AuditRecord], *, now: datetime | None = None) -> list[AuditEvent]:
+    """Append events to the trail, in the order given, in the caller's transaction; return them.
 
     Contract:
-    - This is the only function that writes audit events. It flushes and never commits: the
-      event lands atomically with whatever it records, or not at all.
-    - The event gets seq = last seq + 1 (1 for the first), prev_hash = the last event's hash
-      (64 zeros for the first), and hash = hex SHA-256(0x00 ‖ canonical bytes), which is both
-      the chain link and the event's RFC 9162 Merkle leaf hash.
-    - On PostgreSQL a transaction-scoped advisory lock serialises appenders. On any database the
-      seq primary key and the unique hash make a fork impossible: a racing writer fails instead.
+    - This is the only function that writes audit events. It never commits: the events land
+      atomically with whatever they record, or not at all. An empty sequence writes nothing.
+    - The events get consecutive seqs after the last one (1 for the very first), each prev_hash
+      is the hash of the event before it (64 zeros for the first), and each hash is hex
+      SHA-256(0x00 ‖ canonical bytes): both the chain link and the event's RFC 9162 Merkle leaf hash.
+    - However many events, it sends the same statements: on PostgreSQL a transaction-scoped
+      advisory lock that serialises appenders; one query for the tail; one multi-row INSERT (one
+      more for every further thousand events). On any database the seq primary key and the unique
+      hash make a fork impossible: a racing writer fails instead.
+    - `items` are stored grouped, one group per (decision, rule), sorted by decision then rule:
+      `{"decision": "disclose", "rule": "cp.health", "ids": "<base64url>"}`, where `ids` is the
+      padded base64url (RFC 4648 §5) of the group's item UUIDs as 16 bytes each, sorted and
+      concatenated. `decode_items` reads this form and the one-entry-per-item form of events
+      written before it (`{"item": "<uuid>", "decision": …, "rule": …}`), which stay as they were
+      stored: their hashes cover them.
     - `detail` must be JSON-serialisable and free of personal data (ids, counts and codes only);
       that is the caller's duty, because this package cannot tell a name from a code.
     """
+    if not entries:
+        return []
     # Each run of the suite takes only one side of this on its own database; the lock itself is
     # checked on every run by a test with a PostgreSQL-dialect session.
     if session.get_bind().dialect.name == "postgresql":  # pragma: no branch
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
     tail = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
-    seq, prev_hash = (1, GENESIS_HASH) if tail is None else (tail[0] + 1, tail[1])
+    seq, prev_hash = (0, GENESIS_HASH) if tail is None else (tail[0], tail[1])
     occurred = (now or datetime.now(UTC)).astimezone(UTC)
-    audit_event = AuditEvent(
-        seq=seq,
-        occurred_at=occurred,
-        actor_type=entry.actor.type.value,
-        actor_id=entry.actor.id,
-        actor_agency=entry.actor.agency,
-        actor_role=entry.actor.role,
-        action=entry.action.value,
-        outcome=entry.outcome.value,
-        child_id=entry.child_id,
-        purpose=entry.purpose,
-        lawful_basis=entry.lawful_basis,
-        policy_version=entry.policy_version,
-        items=[{"item": str(i.item), "decision": i.decision, "rule": i.rule} for i in entry.items],
-        detail=dict(entry.detail),
-        request_id=entry.request_id,
-        trace_id=entry.trace_id,
-        prev_hash=prev_hash,
-    )
-    audit_event.hash = event_hash(audit_event)
-    session.add(audit_event)
-    session.flush()
-    return audit_event
+    rows = []
+    for entry in entries:
+        seq += 1
+        row = _row(entry, seq=seq, occurred_at=occurred, prev_hash=prev_hash)
+        row["hash"] = prev_hash = leaf_hash(canonical_bytes_of(row)).hex()
+        rows.append(row)
+    # RETURNING makes SQLAlchemy send one INSERT … VALUES (…), (…) per 1000 rows (insertmanyvalues)
+    # on both drivers, where a plain executemany would send one INSERT per row; it also hands back
+    # the events as persistent objects, so that the append-only guard watches them.
+    inserted = insert(AuditEvent).returning(AuditEvent, sort_by_parameter_order=True)
+    return list(session.scalars(inserted, rows))
+
+
+def decode_items(stored: Sequence[Mapping[str, str]]) -> list[ItemDecisionRef]:
+    """Return the item decisions an event's stored `items` hold, in either form `record` documents."""
+    refs: list[ItemDecisionRef] = []
+    for entry in stored:
+        if "ids" not in entry:  # written before the grouped form: one entry per item
+            refs.append(ItemDecisionRef(uuid.UUID(entry["item"]), entry["decision"], entry["rule"]))
+            continue
+        packed = base64.urlsafe_b64decode(entry["ids"])
+        if len(packed) % _UUID_BYTES:
+            raise ValueError(f"an items group holds {len(packed)} bytes of ids, not a multiple of {_UUID_BYTES}")
+        refs.extend(
+            ItemDecisionRef(uuid.UUID(bytes=packed[i : i + _UUID_BYTES]), entry["decision"], entry["rule"])
+            for i in range(0, len(packed), _UUID_BYTES)
+        )
+    return refs
+
+
+def _grouped(items: Sequence[ItemDecisionRef]) -> list[dict[str, str]]:
+    groups: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    for ref in items:
+        groups[(ref.decision, ref.rule)].append(ref.item.bytes)
+    return [
+        {"decision": decision, "rule": rule, "ids": base64.urlsafe_b64encode(b"".join(sorted(ids))).decode("ascii")}
+        for (decision, rule), ids in sorted(groups.items())
+    ]
+
+
+def _row(entry: AuditRecord, *, seq: int, occurred_at: datetime, prev_hash: str) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "occurred_at": occurred_at,
+        "actor_type": entry.actor.type.value,
+        "actor_id": entry.actor.id,
+        "actor_agency": entry.actor.agency,
+        "actor_role": entry.actor.role,
+        "action": entry.action.value,
+        "outcome": entry.outcome.value,
+        "child_id": entry.child_id,
+        "purpose": entry.purpose,
+        "lawful_basis": entry.lawful_basis,
+        "policy_version": entry.policy_version,
+        "items": _grouped(entry.items),
+        "detail": dict(entry.detail),
+        "request_id": entry.request_id,
+        "trace_id": entry.trace_id,
+        "prev_hash": prev_hash,
+    }
 
 
 @dataclass(frozen=True)

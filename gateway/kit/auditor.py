@@ -1,10 +1,11 @@
 """The request's auditor: one way for the gateway to write the audit trail.
 
 `Auditor.record` does not write at once. It keeps the event with the session, and the session
-appends every kept event (through `audit.record`, the trail's one entry point) just before it
-commits. So the trail's lock, which serialises appenders, is taken at commit and held for a few
-inserts, not for the whole request; the events still land in the same transaction as what they
-record, or not at all. An event kept inside a savepoint that is rolled back is dropped with it.
+appends every kept event, in the order kept, with one call of `audit.record` (the trail's one
+entry point) just before it commits. So the trail's lock, which serialises appenders, is taken
+at commit and held for one multi-row insert, not for the whole request; the events still land in
+the same transaction as what they record, or not at all. An event kept inside a savepoint that
+is rolled back is dropped with it.
 """
 
 from __future__ import annotations
@@ -136,8 +137,7 @@ def _append_pending(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint is released: its events wait for the real commit
     pending: list[_Pending] = session.info.pop(_PENDING, [])
-    for kept in pending:
-        record(session, kept.entry)
+    record(session, [kept.entry for kept in pending])
 
 
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:

@@ -1,7 +1,8 @@
-"""record() appends a chained event in the caller's transaction; verify() names the first break."""
+"""record() appends chained events in the caller's transaction; verify() names the first break."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import uuid
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.event import listen
 from sqlalchemy.orm import Session
 
 from audit import (
@@ -20,10 +22,11 @@ from audit import (
     AuditRecord,
     ItemDecisionRef,
     Outcome,
+    decode_items,
     record,
     verify,
 )
-from audit.hashing import GENESIS_HASH, canonical_bytes, leaf_hash
+from audit.hashing import GENESIS_HASH, canonical_bytes, event_hash, leaf_hash
 from tests.tamper import disable_audit_triggers
 
 ACTOR = Actor(ActorType.USER, "someone@test.example", "police", "police_officer")
@@ -35,8 +38,13 @@ def _entry(**overrides: Any) -> AuditRecord:
     )
 
 
+def _record_one(session: Session, entry: AuditRecord, *, now: datetime | None = None) -> AuditEvent:
+    [event] = record(session, [entry], now=now)
+    return event
+
+
 def _append(session: Session, count: int) -> list[AuditEvent]:
-    return [record(session, _entry(detail={"n": n})) for n in range(count)]
+    return [_record_one(session, _entry(detail={"n": n})) for n in range(count)]
 
 
 def _problem(session: Session, *, batch_size: int = 1000) -> tuple[int | None, str]:
@@ -47,7 +55,7 @@ def _problem(session: Session, *, batch_size: int = 1000) -> tuple[int | None, s
 
 
 def test_first_event_starts_the_chain(session: Session) -> None:
-    first = record(session, _entry())
+    first = _record_one(session, _entry())
 
     assert first.seq == 1
     assert first.prev_hash == GENESIS_HASH
@@ -56,7 +64,7 @@ def test_first_event_starts_the_chain(session: Session) -> None:
 def test_each_event_holds_the_previous_hash_and_is_a_merkle_leaf(session: Session) -> None:
     child = uuid.uuid4()
     item = uuid.uuid4()
-    first, second = _append(session, 1)[0], record(
+    first, second = _append(session, 1)[0], _record_one(
         session,
         _entry(child_id=child, purpose="child_protection", lawful_basis="public_task", policy_version="isa@1",
                items=[ItemDecisionRef(item, "disclose", "cp.health")], request_id="r1", trace_id="t1"),
@@ -67,7 +75,7 @@ def test_each_event_holds_the_previous_hash_and_is_a_merkle_leaf(session: Sessio
     assert second.hash == leaf_hash(canonical_bytes(second)).hex()
     stored = session.get(AuditEvent, second.seq)
     assert stored is not None
-    assert stored.items == [{"item": str(item), "decision": "disclose", "rule": "cp.health"}]
+    assert decode_items(stored.items) == [ItemDecisionRef(item, "disclose", "cp.health")]
     assert stored.child_id == child
 
 
@@ -131,7 +139,7 @@ def test_rechained_row_is_named(session: Session) -> None:
 
 def test_rewritten_genesis_is_named(session: Session) -> None:
     if session.scalar(select(AuditEvent.seq).where(AuditEvent.seq == 1)) is None:
-        record(session, _entry())
+        _record_one(session, _entry())
     disable_audit_triggers(session)
     session.execute(text("UPDATE audit_event SET prev_hash = :h WHERE seq = 1"), {"h": "e" * 64})
     session.expire_all()
@@ -143,20 +151,20 @@ def test_rewritten_genesis_is_named(session: Session) -> None:
 
 
 def test_orm_cannot_change_or_delete_an_event(session: Session) -> None:
-    event = record(session, _entry())
+    event = _record_one(session, _entry())
     event.outcome = Outcome.DENIED.value
     with pytest.raises(AppendOnlyViolation, match="may not be changed"):
         session.flush()
     session.rollback()
 
-    event = record(session, _entry())
+    event = _record_one(session, _entry())
     session.delete(event)
     with pytest.raises(AppendOnlyViolation, match="may not be deleted"):
         session.flush()
 
 
 def test_unchanged_loaded_event_flushes_fine(session: Session) -> None:
-    event = record(session, _entry())
+    event = _record_one(session, _entry())
     event.outcome = event.outcome  # touched but not modified
 
     session.flush()
@@ -167,7 +175,7 @@ def test_unchanged_loaded_event_flushes_fine(session: Session) -> None:
 
 def test_record_never_commits(session: Session) -> None:
     savepoint = session.begin_nested()
-    event = record(session, _entry(), now=datetime(2026, 1, 1, tzinfo=UTC))
+    event = _record_one(session, _entry(), now=datetime(2026, 1, 1, tzinfo=UTC))
     seq = event.seq
     savepoint.rollback()
 
@@ -186,24 +194,29 @@ def test_postgresql_appenders_take_the_advisory_lock_first(monkeypatch: pytest.M
         statements.append(str(statement))
         return _Result()
 
+    def scalars(statement: object, params: list[dict[str, Any]]) -> list[AuditEvent]:
+        statements.append(str(statement).split("(", 1)[0].strip())
+        return []
+
     # A real session on a PostgreSQL engine that never connects: what it would send is recorded instead.
     engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with Session(engine) as session:
         monkeypatch.setattr(session, "execute", execute)
-        monkeypatch.setattr(session, "add", lambda _obj: statements.append("add"))
-        monkeypatch.setattr(session, "flush", lambda: statements.append("flush"))
+        monkeypatch.setattr(session, "scalars", scalars)
 
-        record(session, _entry())
+        record(session, [_entry(), _entry()])
     engine.dispose()
 
+    assert len(statements) == 3
     assert "pg_advisory_xact_lock" in statements[0]
-    assert statements[-2:] == ["add", "flush"]
+    assert "FROM audit_event" in statements[1]
+    assert statements[2] == "INSERT INTO audit_event"
 
 
 def test_concurrent_fork_is_impossible(session: Session) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    event = record(session, _entry())
+    event = _record_one(session, _entry())
     twin = AuditEvent(**{c.key: getattr(event, c.key) for c in AuditEvent.__table__.columns})
     twin.hash = "a" * 64
     session.expunge(event)
@@ -234,10 +247,126 @@ def test_guard_lets_other_rows_change_and_go(session: Session) -> None:
 def test_the_database_itself_refuses_changes(session: Session, statement: str) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    seq = record(session, _entry()).seq
+    seq = _record_one(session, _entry()).seq
     savepoint = session.begin_nested()
     with pytest.raises(DBAPIError, match="append-only"):
         session.execute(text(statement), {"seq": seq})
     savepoint.rollback()
 
     assert session.scalar(select(AuditEvent.actor_id).where(AuditEvent.seq == seq)) == ACTOR.id
+
+
+def _counting_statements(session: Session) -> list[str]:
+    """Return a list that collects every statement the session's connection sends from now on."""
+    statements: list[str] = []
+
+    def _count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    connection = session.connection()
+    listen(connection, "before_cursor_execute", _count)
+    return statements
+
+
+@pytest.mark.parametrize("count", [1, 2, 25])
+def test_a_batch_costs_the_same_statements_however_many_events(session: Session, count: int) -> None:
+    statements = _counting_statements(session)
+
+    events = record(session, [_entry(detail={"n": n}) for n in range(count)])
+
+    assert len(events) == count
+    expected = 3 if session.get_bind().dialect.name == "postgresql" else 2  # lock, tail, one INSERT
+    assert len(statements) == expected
+    [insert_statement] = [s for s in statements if s.startswith("INSERT")]
+    assert insert_statement.count("VALUES") == 1 and insert_statement.count("), (") == count - 1  # one row each
+
+
+def test_a_batch_is_appended_in_order_and_chained(session: Session) -> None:
+    before = _append(session, 1)[0]
+
+    events = record(session, [_entry(detail={"n": n}) for n in range(5)])
+
+    assert [e.detail["n"] for e in events] == [0, 1, 2, 3, 4]
+    assert [e.seq for e in events] == list(range(before.seq + 1, before.seq + 6))
+    assert [e.prev_hash for e in events] == [before.hash, *(e.hash for e in events[:-1])]
+    session.expire_all()
+    stored = session.scalars(select(AuditEvent).where(AuditEvent.seq > before.seq).order_by(AuditEvent.seq)).all()
+    assert [e.detail["n"] for e in stored] == [0, 1, 2, 3, 4]
+    assert all(e.hash == event_hash(e) for e in stored)
+    assert verify(session).ok
+
+
+def test_an_empty_batch_sends_nothing(session: Session) -> None:
+    statements = _counting_statements(session)
+
+    assert record(session, []) == []
+    assert statements == []
+
+
+def test_items_are_stored_grouped_by_decision_and_rule_and_decode_back(session: Session) -> None:
+    refs = [
+        ItemDecisionRef(uuid.uuid4(), decision, rule)
+        for decision, rule in [("disclose", "cp.health")] * 3 + [("indicate", "builtin.special-category")] * 2
+    ]
+
+    event = _record_one(session, _entry(items=refs))
+    session.expire_all()
+    stored = session.get(AuditEvent, event.seq)
+
+    assert stored is not None
+    assert [(g["decision"], g["rule"]) for g in stored.items] == [
+        ("disclose", "cp.health"),
+        ("indicate", "builtin.special-category"),
+    ]
+    assert [len(base64.urlsafe_b64decode(g["ids"])) for g in stored.items] == [48, 32]
+    assert sorted(decode_items(stored.items), key=str) == sorted(refs, key=str)
+    assert verify(session).ok
+
+
+def test_no_items_decode_to_no_decisions() -> None:
+    assert decode_items([]) == []
+
+
+def test_events_written_one_entry_per_item_still_verify_and_decode(session: Session) -> None:
+    """Events already stored keep the form they were written in: their hashes cover it."""
+    tail = _append(session, 1)[0]
+    item = uuid.uuid4()
+    old_form = [{"item": str(item), "decision": "disclose", "rule": "cp.health"}]
+    # As the previous version of record() wrote it.
+    old = AuditEvent(
+        seq=tail.seq + 1,
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        actor_type=ACTOR.type.value,
+        actor_id=ACTOR.id,
+        actor_agency=ACTOR.agency,
+        actor_role=ACTOR.role,
+        action=AuditAction.STAFF_VIEW_OPENED.value,
+        outcome=Outcome.SUCCESS.value,
+        child_id=uuid.uuid4(),
+        purpose="child_protection",
+        lawful_basis=None,
+        policy_version=None,
+        items=old_form,
+        detail={},
+        request_id=None,
+        trace_id=None,
+        prev_hash=tail.hash,
+    )
+    old.hash = event_hash(old)
+    session.add(old)
+    session.flush()
+    newer = _record_one(session, _entry(items=[ItemDecisionRef(item, "indicate", "builtin.detrimental")]))
+    session.expire_all()
+
+    assert verify(session).ok
+    stored_old = session.get(AuditEvent, old.seq)
+    assert stored_old is not None and stored_old.items == old_form
+    assert decode_items(stored_old.items) == [ItemDecisionRef(item, "disclose", "cp.health")]
+    assert newer.prev_hash == old.hash
+
+
+def test_a_group_of_ids_of_the_wrong_length_is_refused() -> None:
+    broken = [{"decision": "disclose", "rule": "cp.health", "ids": base64.urlsafe_b64encode(b"x" * 17).decode()}]
+
+    with pytest.raises(ValueError, match="not a multiple of 16"):
+        decode_items(broken)

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit import AuditAction, verify
+from audit import AuditAction, decode_items, verify
 from gateway.auth.keys import SigningKeys
 from gateway.kit.crypto import DataKeyring
 from gateway.models import Item
@@ -81,8 +81,9 @@ def test_push_link_decide_view_audit(
     assert opened.actor_id == police.subject
     assert opened.purpose == "child_protection"
     item_ids = {str(i) for i in session.scalars(select(Item.id).where(Item.child_id == child_id))}
-    assert {entry["item"] for entry in opened.items} == item_ids
-    assert {entry["decision"] for entry in opened.items} == {"disclose", "indicate"}
+    decisions = decode_items(opened.items)
+    assert {str(ref.item) for ref in decisions} == item_ids and len(decisions) == len(item_ids)
+    assert {ref.decision for ref in decisions} == {"disclose", "indicate"}
     assert verify(session).ok
 
 

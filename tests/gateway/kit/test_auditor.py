@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from opentelemetry import trace
 from sqlalchemy import func, select
+from sqlalchemy.event import listen
 from sqlalchemy.orm import Session
 
 from audit import Actor, ActorType, AuditAction, AuditEvent, Outcome, verify
@@ -29,6 +30,24 @@ def test_events_are_appended_when_the_transaction_commits(session: Session) -> N
     assert _count(session) == before + 1
     event = session.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
     assert event is not None and event.request_id == "req-1" and event.actor_id == "test-client"
+    assert verify(session).ok
+
+
+def test_kept_events_are_appended_at_commit_in_one_batch_in_the_order_kept(session: Session) -> None:
+    """A push touching twenty children keeps twenty events: one lock, one tail read, one INSERT."""
+    before = _count(session)
+    statements: list[str] = []
+    listen(session.connection(), "before_cursor_execute", lambda *args: statements.append(args[2]))
+    auditor = Auditor(session, ACTOR)
+
+    for n in range(20):
+        auditor.record(AuditAction.CLIENT_RECORDS_PUSHED, detail={"n": n})
+    session.commit()
+    trail = [s for s in statements if "audit_event" in s or "pg_advisory_xact_lock" in s]
+
+    events = session.scalars(select(AuditEvent).where(AuditEvent.seq > before).order_by(AuditEvent.seq)).all()
+    assert [e.detail["n"] for e in events] == list(range(20))
+    assert len(trail) == (3 if session.get_bind().dialect.name == "postgresql" else 2)
     assert verify(session).ok
 
 
