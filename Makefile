@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev walkthrough
+.PHONY: demo test install install-dev walkthrough bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 
 ## Install the test dependencies and run the whole suite (SQLite, or GATEWAY_TEST_DATABASE_URL)
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check gateway adapters policies audit tests
+	$(BIN)/ruff check gateway adapters policies audit tests bench
 	$(BIN)/mypy
 	GATEWAY_REQUIRE_CONFORMANCE=1 $(BIN)/python -m pytest --cov --cov-branch --cov-report=term:skip-covered $(PYTEST_ARGS)
 	$(BIN)/python -m coverage report --include='audit/*,policies/*' --fail-under=100 --show-missing
@@ -34,3 +34,7 @@ test: $(VENV)/.installed-dev
 ## Run the README's curl walk-through against a fresh demo (used by CI)
 walkthrough: $(VENV)/.installed
 	bash scripts/check_walkthrough.sh
+
+## Measure ingest and views on a scratch PostgreSQL database (GATEWAY_BENCH_DATABASE_URL); report in var/bench-latest.json
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench
