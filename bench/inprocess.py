@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 # Encounters pushed here. The gateway's adapter validates with the R4B models, so the ceiling does too.
 from fhir.resources.R4B import get_fhir_model_class
 
-from audit import AuditAction, AuditEvent
+from audit import AuditAction, AuditEvent, decode_items
 from audit.hashing import canonical_bytes, event_hash
 from gateway.app import create_app
 from gateway.kit.db import build_engine
@@ -121,7 +121,8 @@ class AuditEventSize:
     """The newest view event: its sequence number, canonical size and time to hash."""
 
     seq: int
-    item_entries: int  # entries of its `items` field (the trail may group decisions)
+    item_entries: int  # entries of its `items` field (the trail groups decisions by rule)
+    item_decisions: int  # the item decisions those entries hold, decoded
     canonical_bytes: int
     hash_seconds: float
 
@@ -142,7 +143,8 @@ def view_event_size(engine: Engine, *, runs: int) -> AuditEventSize | None:
         for _ in range(runs):
             event_hash(newest)
         seconds = (time.perf_counter() - started) / runs
-        return AuditEventSize(newest.seq, len(newest.items or []), size, seconds)
+        decisions = len(decode_items(newest.items or []))
+        return AuditEventSize(newest.seq, len(newest.items or []), decisions, size, seconds)
 
 
 @dataclass(frozen=True)
