@@ -208,6 +208,8 @@ def decide(policy: Policy, *, viewer: Viewer, purpose: Purpose, item: ItemFacts,
     - When everything abstains, deny by default: withhold silently, rule builtin.default-deny.
     - Every Decision carries rule id, policy version and a reason a practitioner can read;
       shown decisions carry their lawful basis, withheld ones carry none.
+    - No voter reads `item.item_id`: two items alike in every other fact get the same Decision,
+      so a caller deciding many items may decide once per kind of item.
     """
     ctx = _Context(policy, viewer, purpose, item, consent)
     for voter in (*BUILTIN_VOTERS, _isa_rules):

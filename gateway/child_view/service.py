@@ -29,7 +29,7 @@ from gateway.cases.access import ChildAccess
 from gateway.cases.service import require_child_access
 from gateway.identity.service import get_linked_identities, read_claim
 from gateway.kit.auditor import Auditor
-from gateway.kit.crypto import ChildErased, DataKeyring, unseal_value
+from gateway.kit.crypto import ChildErased, DataKeyring, OpenedKey
 from gateway.models import Case, Client, Consent, Identity, Item, ItemContent, Link, Override, Team
 from policies import (
     Agency,
@@ -160,10 +160,20 @@ def decide_items(aggregate: ChildAggregate, *, policy: Policy, purpose: Purpose)
             for c in aggregate.consents
         )
     )
-    return [
-        (item, decide(policy, viewer=viewer, purpose=purpose, item=_facts(item), consent=consent))
-        for item in aggregate.items
-    ]
+    # The engine reads every fact of an item but its id (policies.decide's contract), so items
+    # alike in all the rest get the same decision: take it once per kind of item, not per item.
+    # A child's hundreds of items come in a handful of kinds.
+    decisions: dict[tuple[object, ...], Decision] = {}
+    decided: Decided = []
+    for item in aggregate.items:
+        alike = _alike(item)
+        decision = decisions.get(alike)
+        if decision is None:
+            decision = decisions[alike] = decide(
+                policy, viewer=viewer, purpose=purpose, item=_facts(item), consent=consent
+            )
+        decided.append((item, decision))
+    return decided
 
 
 def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purpose: Purpose) -> ChildViewRead:
@@ -213,6 +223,19 @@ def audit_view(
         policy_version=f"{policy.id}@{policy.version}",
         items=[ItemDecisionRef(item=item.id, decision=d.kind.value, rule=d.rule_id) for item, d in decided],
         detail={"relationship": aggregate.access.relationship.value, "team_id": str(aggregate.team.id)},
+    )
+
+
+def _alike(item: ItemRow) -> tuple[object, ...]:
+    # Every fact _facts gives the engine but the id: keep the two in step.
+    return (
+        item.agency,
+        item.kind,
+        item.category,
+        item.security_labels,
+        item.police_handling_code,
+        item.status,
+        item.detrimental,
     )
 
 
@@ -266,6 +289,7 @@ def _timeline(aggregate: ChildAggregate, shown: Decided) -> list[TimelineEntry]:
     # already of their fields' types and nested models passed through as they are, pydantic-core
     # validates an entry in half the time model_construct's Python loop takes to skip it.
     sources = {client_id: SourceRead.model_validate(client) for client_id, client in aggregate.clients.items()}
+    opened_key = OpenedKey(aggregate.data_key)
     decision_reads: dict[Decision, DecisionRead] = {}
     entries = []
     for item, decision in shown:  # newest first, as loaded
@@ -287,7 +311,7 @@ def _timeline(aggregate: ChildAggregate, shown: Decided) -> list[TimelineEntry]:
                 occurred_at=item.occurred_at,
                 received_at=item.received_at,
                 status=item.status,
-                summary=_summary(aggregate.data_key, item, decision),
+                summary=_summary(opened_key, item, decision),
                 redacted_fields=list(decision.redacted_fields),
                 decision=decision_read,
             )
@@ -295,15 +319,15 @@ def _timeline(aggregate: ChildAggregate, shown: Decided) -> list[TimelineEntry]:
     return entries
 
 
-def _summary(data_key: bytes, item: ItemRow, decision: Decision) -> str:
+def _summary(key: OpenedKey, item: ItemRow, decision: Decision) -> str:
     if "summary" in decision.redacted_fields:
         return REDACTED  # never unsealed: what the viewer may not see is not decrypted
     if item.sealed_summary is not None:
-        return unseal_value(data_key, item.sealed_summary, str, context=Item.context_for(item.id, "summary"))
+        return key.unseal_value(item.sealed_summary, str, context=Item.context_for(item.id, "summary"))
     # Stored before migration 0003: the summary is only in the sealed content, which the query
     # returns for such rows (sealed_content is NOT NULL).
     assert item.legacy_content is not None
-    return unseal_value(data_key, item.legacy_content, ItemContent, context=Item.context_for(item.id)).summary
+    return key.unseal_value(item.legacy_content, ItemContent, context=Item.context_for(item.id)).summary
 
 
 def _withheld(indicated: Decided) -> list[WithheldRead]:

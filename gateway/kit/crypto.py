@@ -89,7 +89,19 @@ def seal_value(key: bytes, value: T, type_: type[T], *, context: str) -> bytes:
 
 def unseal_value(key: bytes, blob: bytes, type_: type[T], *, context: str) -> T:
     """Unseal what seal_value() sealed for the same context, and validate it back into its type."""
-    return _adapter(type_).validate_json(unseal(key, blob, context=context))
+    return OpenedKey(key).unseal_value(blob, type_, context=context)
+
+
+class OpenedKey:
+    """A data key made ready to unseal many values: one cipher object for all, not one per value."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def unseal_value(self, blob: bytes, type_: type[T], *, context: str) -> T:
+        """Unseal what seal_value() sealed under this key for the same context."""
+        plaintext = self._aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], context.encode())
+        return _adapter(type_).validate_json(plaintext)
 
 
 def new_key_file() -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from policies import (
@@ -261,3 +263,24 @@ def test_every_agency_has_a_member_to_ask() -> None:
         "the education member of the MACPT",
         "the lead child protection practitioner",
     }
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        item(),
+        item("police", "police.incident", police_handling_code="C"),
+        item(security_labels=frozenset({"PSY"})),
+        item(status=RecordStatus.ENTERED_IN_ERROR),
+        item(detrimental=True),
+    ],
+)
+@pytest.mark.parametrize("purpose", [CP, FH])
+def test_the_item_id_never_changes_a_decision(facts: ItemFacts, purpose: Purpose) -> None:
+    # Callers decide once per kind of item on the strength of this (decide's contract).
+    other = replace(facts, item_id="another-item")
+
+    for state in (NO_CONSENT, consent(ConsentStatus.GIVEN), consent(ConsentStatus.REFUSED)):
+        assert decide(POLICY, viewer=viewer(), purpose=purpose, item=other, consent=state) == decide(
+            POLICY, viewer=viewer(), purpose=purpose, item=facts, consent=state
+        )

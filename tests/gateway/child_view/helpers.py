@@ -109,13 +109,14 @@ def store_police_items(session: Session, keyring: DataKeyring, *, child_id: uuid
 
 
 def record_unsealing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Return a list that collects the sealing context of every value the view decrypts from now on."""
+    """Return a list that collects the sealing context of every item value the view decrypts from now on."""
     unsealed: list[str] = []
-    real_unseal = crypto.unseal_value
+    real_unseal = crypto.OpenedKey.unseal_value
 
-    def recording_unseal(key: bytes, blob: bytes, type_: type[object], *, context: str) -> object:
-        unsealed.append(context)
-        return real_unseal(key, blob, type_, context=context)
+    def recording_unseal(self: crypto.OpenedKey, blob: bytes, type_: type[object], *, context: str) -> object:
+        if context.startswith("item:"):  # the identities' claims are decrypted too: not what is counted
+            unsealed.append(context)
+        return real_unseal(self, blob, type_, context=context)
 
-    monkeypatch.setattr("gateway.child_view.service.unseal_value", recording_unseal)
+    monkeypatch.setattr(crypto.OpenedKey, "unseal_value", recording_unseal)
     return unsealed

@@ -27,7 +27,7 @@ from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
 from gateway.models import Child, Item, ItemContent
 from gateway.settings import Settings
-from policies import DecisionKind, Purpose, default_policy
+from policies import ConsentState, DecisionKind, ItemFacts, Purpose, Viewer, decide, default_policy
 from tests.factories import (
     add_member,
     allocate,
@@ -212,3 +212,42 @@ def test_the_audit_event_of_a_500_item_view_is_compact_and_names_every_decision(
     assert len(decoded) == 500 and len({ref.item for ref in decoded}) == 500
     assert {(ref.item, ref.decision, ref.rule) for ref in decoded} == expected
     assert len({(ref.decision, ref.rule) for ref in decoded}) > 3  # several groups, each decoded
+
+
+def test_deciding_once_per_kind_of_item_gives_each_item_its_own_decision(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
+    seeded = seed_child(client, session, settings, signing_keys, keyring, encounters=60, police_items=40)
+    access = get_child_access(
+        session,
+        Principal(PrincipalKind.STAFF, seeded.member.subject, seeded.member.agency, seeded.member.role),
+        child_id=seeded.child_id,
+    )
+    assert access is not None
+    aggregate = service.load(session, access, keyring=keyring)
+    viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
+
+    decided = service.decide_items(aggregate, policy=default_policy(), purpose=Purpose.CHILD_PROTECTION)
+
+    assert [item for item, _ in decided] == aggregate.items
+    one_by_one = [
+        decide(
+            default_policy(),
+            viewer=viewer,
+            purpose=Purpose.CHILD_PROTECTION,
+            item=ItemFacts(
+                item_id=str(item.id),
+                agency=item.agency,
+                kind=item.kind,
+                category=item.category,
+                security_labels=item.security_labels,
+                police_handling_code=item.police_handling_code,
+                status=item.status,
+                detrimental=item.detrimental,
+            ),
+            consent=ConsentState(),
+        )
+        for item in aggregate.items
+    ]
+    assert [decision for _, decision in decided] == one_by_one
+    assert len({decision.rule_id for decision in one_by_one}) > 2  # items of several kinds, decided apart
