@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,9 +32,12 @@ class Actor:
     role: str | None = None
 
 
-@dataclass(frozen=True)
-class ItemDecisionRef:
-    """One item and the decision taken on it, with the rule that took it."""
+class ItemDecisionRef(NamedTuple):
+    """One item and the decision taken on it, with the rule that took it.
+
+    A named tuple rather than a frozen dataclass: a view makes one per item, hundreds at a
+    time, and a tuple is built in a fraction of the time.
+    """
 
     item: uuid.UUID
     decision: str

@@ -80,8 +80,8 @@ def get_items(session: Session, access: ChildAccess) -> list[ItemRow]:
         )
         .where(item.child_id == access.child_id, item.status != RecordStatus.SUPERSEDED)
         .order_by(func.coalesce(item.occurred_at, item.received_at).desc(), item.received_at.desc(), item.id)
-    )
-    return [ItemRow._make((*row[:-1], labels(row.security_labels))) for row in rows]
+    ).all()  # fetched at once: iterating the result would fetch row by row
+    return [ItemRow._make((*row[:-1], labels(row[-1]))) for row in rows]
 
 
 def get_links(session: Session, access: ChildAccess) -> dict[uuid.UUID, Link]:
