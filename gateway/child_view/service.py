@@ -170,7 +170,7 @@ def decide_items(aggregate: ChildAggregate, *, policy: Policy, purpose: Purpose)
         decision = decisions.get(alike)
         if decision is None:
             decision = decisions[alike] = decide(
-                policy, viewer=viewer, purpose=purpose, item=_facts(item), consent=consent
+                policy, viewer=viewer, purpose=purpose, item=item_facts(item), consent=consent
             )
         decided.append((item, decision))
     return decided
@@ -227,7 +227,7 @@ def audit_view(
 
 
 def _alike(item: ItemRow) -> tuple[object, ...]:
-    # Every fact _facts gives the engine but the id: keep the two in step.
+    # Every fact item_facts gives the engine but the id: keep the two in step.
     return (
         item.agency,
         item.kind,
@@ -239,7 +239,8 @@ def _alike(item: ItemRow) -> tuple[object, ...]:
     )
 
 
-def _facts(item: ItemRow) -> ItemFacts:
+def item_facts(item: ItemRow) -> ItemFacts:
+    """Return what the policy engine may know of an item (never its contents)."""
     return ItemFacts(
         item_id=str(item.id),
         agency=item.agency,

@@ -27,7 +27,7 @@ from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
 from gateway.models import Child, Item, ItemContent
 from gateway.settings import Settings
-from policies import ConsentState, DecisionKind, ItemFacts, Purpose, Viewer, decide, default_policy
+from policies import ConsentState, DecisionKind, Purpose, Viewer, decide, default_policy
 from tests.factories import (
     add_member,
     allocate,
@@ -191,13 +191,7 @@ def test_the_audit_event_of_a_500_item_view_is_compact_and_names_every_decision(
     client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
 ) -> None:
     seeded = seed_child(client, session, settings, signing_keys, keyring, encounters=400, police_items=100)
-    access = get_child_access(
-        session,
-        Principal(PrincipalKind.STAFF, seeded.member.subject, seeded.member.agency, seeded.member.role),
-        child_id=seeded.child_id,
-    )
-    assert access is not None
-    aggregate = service.load(session, access, keyring=keyring)
+    aggregate = _aggregate(session, seeded, keyring)
     expected = {
         (item.id, decision.kind.value, decision.rule_id)
         for item, decision in service.decide_items(aggregate, policy=default_policy(), purpose=Purpose.CHILD_PROTECTION)
@@ -218,13 +212,8 @@ def test_deciding_once_per_kind_of_item_gives_each_item_its_own_decision(
     client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
 ) -> None:
     seeded = seed_child(client, session, settings, signing_keys, keyring, encounters=60, police_items=40)
-    access = get_child_access(
-        session,
-        Principal(PrincipalKind.STAFF, seeded.member.subject, seeded.member.agency, seeded.member.role),
-        child_id=seeded.child_id,
-    )
-    assert access is not None
-    aggregate = service.load(session, access, keyring=keyring)
+    aggregate = _aggregate(session, seeded, keyring)
+    access = aggregate.access
     viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
 
     decided = service.decide_items(aggregate, policy=default_policy(), purpose=Purpose.CHILD_PROTECTION)
@@ -235,19 +224,20 @@ def test_deciding_once_per_kind_of_item_gives_each_item_its_own_decision(
             default_policy(),
             viewer=viewer,
             purpose=Purpose.CHILD_PROTECTION,
-            item=ItemFacts(
-                item_id=str(item.id),
-                agency=item.agency,
-                kind=item.kind,
-                category=item.category,
-                security_labels=item.security_labels,
-                police_handling_code=item.police_handling_code,
-                status=item.status,
-                detrimental=item.detrimental,
-            ),
+            item=service.item_facts(item),
             consent=ConsentState(),
         )
         for item in aggregate.items
     ]
     assert [decision for _, decision in decided] == one_by_one
     assert len({decision.rule_id for decision in one_by_one}) > 2  # items of several kinds, decided apart
+
+
+def _aggregate(session: Session, seeded: SeededChild, keyring: DataKeyring) -> service.ChildAggregate:
+    access = get_child_access(
+        session,
+        Principal(PrincipalKind.STAFF, seeded.member.subject, seeded.member.agency, seeded.member.role),
+        child_id=seeded.child_id,
+    )
+    assert access is not None
+    return service.load(session, access, keyring=keyring)
