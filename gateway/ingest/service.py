@@ -45,11 +45,6 @@ class _ChildTally:
     identities_created: int = 0
     unchanged: int = 0
 
-    def add(self, other: _ChildTally) -> None:
-        self.items_created += other.items_created
-        self.identities_created += other.identities_created
-        self.unchanged += other.unchanged
-
 
 Tallies = dict[uuid.UUID, _ChildTally]
 

@@ -153,11 +153,6 @@ def _insert_or_skip(session: Session, table: Any, unique: list[str]) -> Any:
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
-def lock_for_transaction(session: Session, *parts: str) -> None:
-    """Serialise transactions that change the same thing (named by `parts`) until they end."""
-    lock_all_for_transaction(session, [parts])
-
-
 def lock_all_for_transaction(session: Session, names: Iterable[Sequence[str]]) -> None:
     """Take, in one statement, a lock on each thing named (each name a sequence of parts).
 
