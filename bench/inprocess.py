@@ -21,13 +21,12 @@ from fhir.resources.R4B import get_fhir_model_class
 from audit import AuditAction, AuditEvent, decode_items
 from audit.hashing import canonical_bytes, event_hash
 from gateway.app import create_app
+from gateway.child_view.service import consent_state
 from gateway.kit.db import build_engine
 from gateway.models import Client, Consent, Item, TeamMember
 from gateway.settings import Settings
 from policies import (
     Agency,
-    ConsentFact,
-    ConsentState,
     ItemFacts,
     Purpose,
     RecordStatus,
@@ -173,17 +172,7 @@ def time_policy(settings: Settings, member: TeamMember, child_id: uuid.UUID, *, 
     finally:
         engine.dispose()
     viewer = Viewer(agency=Agency(member.agency), role=member.role, relationship=Relationship.ALLOCATED_TEAM)
-    consent = ConsentState(
-        facts=tuple(
-            ConsentFact(
-                status=c.status,
-                purpose=c.purpose,
-                agencies=frozenset(Agency(a) for a in c.agencies),
-                categories=frozenset(c.categories),
-            )
-            for c in consents
-        )
-    )
+    consent = consent_state(consents)
     facts = [
         ItemFacts(
             item_id=str(item.id),

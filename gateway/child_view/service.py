@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -149,17 +150,7 @@ def decide_items(aggregate: ChildAggregate, *, policy: Policy, purpose: Purpose)
     """Decide what the viewer may see of every item, once each (pure)."""
     access = aggregate.access
     viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
-    consent = ConsentState(
-        facts=tuple(
-            ConsentFact(
-                status=c.status,
-                purpose=c.purpose,
-                agencies=frozenset(Agency(a) for a in c.agencies),
-                categories=frozenset(c.categories),
-            )
-            for c in aggregate.consents
-        )
-    )
+    consent = consent_state(aggregate.consents)
     # The engine reads every fact of an item but its id (policies.decide's contract), so items
     # alike in all the rest get the same decision: take it once per kind of item, not per item.
     # A child's hundreds of items come in a handful of kinds.
@@ -223,6 +214,21 @@ def audit_view(
         policy_version=f"{policy.id}@{policy.version}",
         items=[ItemDecisionRef(item=item.id, decision=d.kind.value, rule=d.rule_id) for item, d in decided],
         detail={"relationship": aggregate.access.relationship.value, "team_id": str(aggregate.team.id)},
+    )
+
+
+def consent_state(consents: Iterable[Consent]) -> ConsentState:
+    """Return the child's consent decisions as the policy engine reads them."""
+    return ConsentState(
+        facts=tuple(
+            ConsentFact(
+                status=c.status,
+                purpose=c.purpose,
+                agencies=frozenset(Agency(a) for a in c.agencies),
+                categories=frozenset(c.categories),
+            )
+            for c in consents
+        )
     )
 
 
