@@ -16,6 +16,9 @@ class AuditAction(StrEnum):
     STAFF_VIEW_OPENED = "staff:view:opened"
     STAFF_VIEW_REFUSED = "staff:view:refused"
     STAFF_SEARCH_PERFORMED = "staff:search:performed"
+    IG_AUDIT_SEARCHED = "ig:audit:searched"
+    IG_DISCLOSURES_REPORTED = "ig:disclosures:reported"
+    IG_REVIEW_RECORDED = "ig:review:recorded"
 
 
 class Outcome(StrEnum):
@@ -32,3 +35,20 @@ class ActorType(StrEnum):
     USER = "user"
     CLIENT = "client"
     SYSTEM = "system"
+
+
+class ReviewReason(StrEnum):
+    """Why an event needs an IG officer's look. A feature flags the event it records with one.
+
+    The reasons travel in the event itself (`detail["review"]`), so the queue can be checked
+    against the tamper-evident trail.
+    """
+
+    REFUSED = "refused"
+    VOLUME = "volume"
+    OUT_OF_HOURS = "out_of_hours"
+    BREAK_GLASS = "break_glass"
+    OVERRIDE = "override"
+    MERGE = "merge"
+    UNMERGE = "unmerge"
+    ENCOMPASS_UNACKNOWLEDGED = "encompass_unacknowledged"

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 GENESIS_HASH = "0" * 64
+# RFC 9162 §2.1.1: the hash of an empty list is the hash of an empty string.
+EMPTY_ROOT = hashlib.sha256(b"").digest()
 HASHED_COLUMNS = (
     "seq",
     "occurred_at",
@@ -69,7 +71,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 def merkle_root_of_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     """Return the Merkle tree hash over already-computed leaf hashes (RFC 9162 MTH)."""
     if not hashes:
-        return hashlib.sha256(b"").digest()
+        return EMPTY_ROOT
     level = list(hashes)
     # Pairing left to right and promoting an odd last node gives the same tree as RFC 9162's
     # split at the largest power of two below n.

@@ -1,4 +1,4 @@
-"""The one way to write the audit trail (`record`), and the way to check it (`verify`)."""
+"""The one way to write the audit trail (`record`), and what it stores."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from .actions import ActorType, AuditAction, Outcome
-from .hashing import GENESIS_HASH, canonical_bytes, canonical_bytes_of, event_hash, leaf_hash, merkle_root_of_leaf_hashes
-from .models import AuditEvent
+from .actions import ActorType, AuditAction, Outcome, ReviewReason
+from .hashing import GENESIS_HASH, canonical_bytes_of, leaf_hash
+from .models import AuditCheckpoint, AuditEvent, AuditNode
+from .store import compact_range
 
 # Any fixed 64-bit number will do; it only has to be the same in every process.
 _APPEND_LOCK_KEY = 0x4D414350_54415544  # "MACPTAUD"
@@ -59,6 +60,8 @@ class AuditRecord:
     detail: Mapping[str, Any] = field(default_factory=dict)
     request_id: str | None = None
     trace_id: str | None = None
+    # Flags for the IG review queue; stored, sorted, as detail["review"] (hashed with the event).
+    review: Sequence[ReviewReason] = ()
 
 
 class AppendOnlyViolation(RuntimeError):
@@ -74,10 +77,13 @@ def record(session: Session, entries: Sequence[AuditRecord], *, now: datetime | 
     - The events get consecutive seqs after the last one (1 for the very first), each prev_hash
       is the hash of the event before it (64 zeros for the first), and each hash is hex
       SHA-256(0x00 ‖ canonical bytes): both the chain link and the event's RFC 9162 Merkle leaf hash.
+    - Each event is a leaf of the RFC 9162 tree (leaf index = seq - 1); the perfect subtrees its
+      leaf completes are stored in `audit_node` (audit/tree.py), never recomputed.
     - However many events, it sends the same statements: on PostgreSQL a transaction-scoped
-      advisory lock that serialises appenders; one query for the tail; one multi-row INSERT (one
-      more for every further thousand events). On any database the seq primary key and the unique
-      hash make a fork impossible: a racing writer fails instead.
+      advisory lock that serialises appenders; one query for the tail; at most two for the tree's
+      right edge (its perfect subtrees); one multi-row INSERT of events (one more for every
+      further thousand) and one of the nodes they complete. On any database the seq primary key
+      and the unique hash make a fork impossible: a racing writer fails instead.
     - `items` are stored grouped, one group per (decision, rule), sorted by decision then rule:
       `{"decision": "disclose", "rule": "cp.health", "ids": "<base64url>"}`, where `ids` is the
       padded base64url (RFC 4648 §5) of the group's item UUIDs as 16 bytes each, sorted and
@@ -95,18 +101,25 @@ def record(session: Session, entries: Sequence[AuditRecord], *, now: datetime | 
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
     tail = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
     seq, prev_hash = (0, GENESIS_HASH) if tail is None else (tail[0], tail[1])
+    tree = compact_range(session, seq, known={} if tail is None else {(0, seq - 1): bytes.fromhex(prev_hash)})
     occurred = (now or datetime.now(UTC)).astimezone(UTC)
     rows = []
+    nodes: list[dict[str, Any]] = []
     for entry in entries:
         seq += 1
         row = _row(entry, seq=seq, occurred_at=occurred, prev_hash=prev_hash)
-        row["hash"] = prev_hash = leaf_hash(canonical_bytes_of(row)).hex()
+        leaf = leaf_hash(canonical_bytes_of(row))
+        row["hash"] = prev_hash = leaf.hex()
         rows.append(row)
+        nodes.extend({"level": level, "position": position, "hash": node} for (level, position), node in tree.append(leaf))
     # RETURNING makes SQLAlchemy send one INSERT … VALUES (…), (…) per 1000 rows (insertmanyvalues)
     # on both drivers, where a plain executemany would send one INSERT per row; it also hands back
     # the events as persistent objects, so that the append-only guard watches them.
     inserted = insert(AuditEvent).returning(AuditEvent, sort_by_parameter_order=True)
-    return list(session.scalars(inserted, rows))
+    events = list(session.scalars(inserted, rows))
+    if nodes:
+        session.execute(insert(AuditNode), nodes)
+    return events
 
 
 def decode_items(stored: Sequence[Mapping[str, str]]) -> list[ItemDecisionRef]:
@@ -151,77 +164,32 @@ def _row(entry: AuditRecord, *, seq: int, occurred_at: datetime, prev_hash: str)
         "lawful_basis": entry.lawful_basis,
         "policy_version": entry.policy_version,
         "items": _grouped(entry.items),
-        "detail": dict(entry.detail),
+        "detail": {**entry.detail, "review": sorted({reason.value for reason in entry.review})} if entry.review else dict(entry.detail),
         "request_id": entry.request_id,
         "trace_id": entry.trace_id,
         "prev_hash": prev_hash,
     }
 
 
-@dataclass(frozen=True)
-class VerificationResult:
-    """What verify() found: whether the trail is intact, and if not, where it first breaks."""
-
-    ok: bool
-    events_checked: int
-    first_broken_seq: int | None
-    problem: str | None
-    root_hash: str | None
-
-
-def verify(session: Session, *, batch_size: int = 1000) -> VerificationResult:
-    """Walk the whole trail in order and check every link of the chain.
-
-    Contract:
-    - Reads events in seq order, batch_size at a time (never the whole table at once).
-    - Checks that seq runs 1, 2, 3… without a gap, that each prev_hash is the previous event's
-      hash (64 zeros for the first), and that each hash matches the event's content.
-    - Stops at the first broken event and names it; the problem text names seqs and what is
-      wrong, never a column's value.
-    - When intact, returns the RFC 9162 root over all events' leaf hashes.
-    """
-    expected_seq, prev_hash = 1, GENESIS_HASH
-    leaves: list[bytes] = []
-    while True:
-        batch = session.scalars(
-            select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq).limit(batch_size)
-        ).all()
-        if not batch:
-            break
-        for audit_event in batch:
-            problem = _check(audit_event, expected_seq, prev_hash)
-            if problem is not None:
-                broken = min(audit_event.seq, expected_seq)
-                return VerificationResult(False, len(leaves), broken, problem, None)
-            leaves.append(leaf_hash(canonical_bytes(audit_event)))
-            expected_seq, prev_hash = audit_event.seq + 1, audit_event.hash
-        for audit_event in batch:
-            session.expunge(audit_event)  # keep memory flat however long the trail
-    root = merkle_root_of_leaf_hashes(leaves).hex() if leaves else None
-    return VerificationResult(True, len(leaves), None, None, root)
-
-
-def _check(audit_event: AuditEvent, expected_seq: int, prev_hash: str) -> str | None:
-    if audit_event.seq != expected_seq:
-        return (
-            f"event {expected_seq} is missing: the sequence jumps from {expected_seq - 1} to {audit_event.seq}"
-        )
-    if audit_event.prev_hash != prev_hash:
-        previous = f"event {expected_seq - 1}" if expected_seq > 1 else "the genesis value"
-        return f"event {audit_event.seq}: prev_hash does not match {previous} (re-chained or reordered)"
-    if event_hash(audit_event) != audit_event.hash:
-        return f"event {audit_event.seq}: content does not match its hash (altered after it was written)"
-    return None
+_APPEND_ONLY = (AuditEvent, AuditNode, AuditCheckpoint)
 
 
 def install_append_only_guard(target: sessionmaker[Session] | type[Session]) -> None:
-    """Refuse, at flush, any update or delete of an audit event through sessions of `target`."""
+    """Refuse, at flush, any update or delete of an audit event, node or checkpoint through sessions of `target`."""
 
     @event.listens_for(target, "before_flush")
     def _refuse_changes(session: Session, _context: object, _instances: object) -> None:
         for instance in session.dirty:
-            if isinstance(instance, AuditEvent) and session.is_modified(instance):
-                raise AppendOnlyViolation(f"audit event {instance.seq} may not be changed")
+            if isinstance(instance, _APPEND_ONLY) and session.is_modified(instance):
+                raise AppendOnlyViolation(f"{_describe(instance)} may not be changed")
         for instance in session.deleted:
-            if isinstance(instance, AuditEvent):
-                raise AppendOnlyViolation(f"audit event {instance.seq} may not be deleted")
+            if isinstance(instance, _APPEND_ONLY):
+                raise AppendOnlyViolation(f"{_describe(instance)} may not be deleted")
+
+
+def _describe(instance: AuditEvent | AuditNode | AuditCheckpoint) -> str:
+    if isinstance(instance, AuditEvent):
+        return f"audit event {instance.seq}"
+    if isinstance(instance, AuditNode):
+        return f"audit node {instance.level}/{instance.position}"
+    return f"audit checkpoint {instance.tree_size}"

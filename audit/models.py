@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, MetaData, String, Uuid
+from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, MetaData, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -33,6 +33,8 @@ class AuditEvent(AuditBase):
         Index("ix_audit_event_actor_id", "actor_id"),
         Index("ix_audit_event_action", "action"),
         Index("ix_audit_event_occurred_at", "occurred_at"),
+        Index("ix_audit_event_trace_id", "trace_id"),
+        Index("ix_audit_event_actor_id_occurred_at", "actor_id", "occurred_at"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -54,3 +56,28 @@ class AuditEvent(AuditBase):
     trace_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditNode(AuditBase):
+    """A complete perfect subtree of the Merkle tree (level 1 and up; level 0 is the events' hashes).
+
+    Derived from the events and checked against them by `verify`; kept so that appends and proofs
+    cost O(log n) reads instead of a walk of the whole trail (audit/tree.py).
+    """
+
+    __tablename__ = "audit_node"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(AuditBase):
+    """A signed checkpoint of the tree: its size, its root and the signed note, byte for byte."""
+
+    __tablename__ = "audit_checkpoint"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

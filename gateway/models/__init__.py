@@ -5,6 +5,7 @@ from .child import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState
 from .client import Client, UsedAssertion
 from .consent import Consent, Override
 from .item import Item, ItemContent
+from .review import ReviewEntry, ReviewOutcome, ReviewStatus
 from .team import Case, Team, TeamMember
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "LinkMethod",
     "LinkState",
     "Override",
+    "ReviewEntry",
+    "ReviewOutcome",
+    "ReviewStatus",
     "Team",
     "TeamMember",
     "UsedAssertion",
