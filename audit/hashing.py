@@ -52,7 +52,7 @@ def canonical_bytes(event: Any) -> bytes:
     return canonical_bytes_of({name: getattr(event, name) for name in HASHED_COLUMNS})
 
 
-def canonical_bytes_of(values: Mapping[str, Any]) -> bytes:
+def canonical_bytes_of(values: Mapping[Any, Any]) -> bytes:
     """Return the canonical JSON bytes of an event given as its column values, by column name."""
     content = {name: _normalise(values[name]) for name in HASHED_COLUMNS}
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -57,12 +57,12 @@ def fetch_nodes(session: Session, wanted: Collection[Node]) -> dict[Node, bytes]
         rows = session.execute(select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_([p + 1 for p in leaves])))
         found.update({(0, seq - 1): bytes.fromhex(hex_hash) for seq, hex_hash in rows})
     if interior:
-        rows = session.execute(
+        stored = session.execute(
             select(AuditNode.level, AuditNode.position, AuditNode.hash).where(
                 tuple_(AuditNode.level, AuditNode.position).in_(interior)
             )
         )
-        found.update({(level, position): node_hash for level, position, node_hash in rows})
+        found.update({(level, position): node_hash for level, position, node_hash in stored})
     for node in wanted:
         if node not in found:
             raise ProofError(f"the stored tree lacks node {node[0]}/{node[1]}: run `gateway audit verify`")

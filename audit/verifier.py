@@ -9,11 +9,11 @@ it, never a column's value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from .checkpoint import Checkpoint, CheckpointError, NoteVerifier
@@ -162,7 +162,7 @@ class _Walk:
                 checkpoint=beyond,
             )
 
-    def _batch(self, rows: list[Any]) -> None:
+    def _batch(self, rows: Sequence[Row[Any]]) -> None:
         first_leaf = self.tree.size
         checkpoints = {
             stored.tree_size: stored
@@ -185,7 +185,7 @@ class _Walk:
         for stored in checkpoints.values():
             self.session.expunge(stored)
 
-    def _event(self, event: Mapping[str, Any]) -> None:
+    def _event(self, event: Mapping[Any, Any]) -> None:
         expected = self.tree.size + 1
         seq = event["seq"]
         if seq != expected:

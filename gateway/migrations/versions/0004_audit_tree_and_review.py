@@ -91,7 +91,7 @@ def _fill_nodes() -> None:
         ).all()
         if not rows:
             return
-        made = []
+        made: list[dict[str, object]] = []
         for seq, hex_hash in rows:
             if seq != tree.size + 1:
                 raise RuntimeError(f"audit event {tree.size + 1} is missing: run `gateway audit verify` before upgrading")
