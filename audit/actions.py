@@ -16,6 +16,7 @@ class AuditAction(StrEnum):
     STAFF_VIEW_OPENED = "staff:view:opened"
     STAFF_VIEW_REFUSED = "staff:view:refused"
     STAFF_SEARCH_PERFORMED = "staff:search:performed"
+    IG_ACCESS_REFUSED = "ig:access:refused"
     IG_AUDIT_SEARCHED = "ig:audit:searched"
     IG_DISCLOSURES_REPORTED = "ig:disclosures:reported"
     IG_REVIEW_RECORDED = "ig:review:recorded"

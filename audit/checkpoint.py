@@ -94,7 +94,8 @@ class NoteVerifier:
     @classmethod
     def parse(cls, vkey: str) -> NoteVerifier:
         """Read a verifier key `<name>+<hex key id>+<base64(0x01 ‖ public key)>`."""
-        parts = vkey.strip().split("+")
+        # At most three parts: the base64 key may itself hold "+" (as Go's note package reads it).
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise CheckpointError("a verifier key has three parts: name+keyid+key")
         name, hex_id, encoded = parts
@@ -153,7 +154,7 @@ class NoteSigner:
         """Read a signer key `PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 ‖ seed)>`."""
         if not skey.startswith(_PRIVATE_PREFIX):
             raise CheckpointError(f"a signer key starts with {_PRIVATE_PREFIX}")
-        parts = skey.strip()[len(_PRIVATE_PREFIX) :].split("+")
+        parts = skey.strip()[len(_PRIVATE_PREFIX) :].split("+", 2)
         if len(parts) != 3:
             raise CheckpointError("a signer key has three parts after PRIVATE+KEY+: name+keyid+key")
         name, hex_id, encoded = parts

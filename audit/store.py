@@ -65,7 +65,7 @@ def fetch_nodes(session: Session, wanted: Collection[Node]) -> dict[Node, bytes]
         found.update({(level, position): node_hash for level, position, node_hash in stored})
     for node in wanted:
         if node not in found:
-            raise ProofError(f"the stored tree lacks node {node[0]}/{node[1]}: run `gateway audit verify`")
+            raise ProofError(f"the stored tree lacks node {node[0]}/{node[1]}")
     return found
 
 

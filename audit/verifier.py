@@ -13,16 +13,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from .checkpoint import Checkpoint, CheckpointError, NoteVerifier
 from .hashing import GENESIS_HASH, HASHED_COLUMNS, canonical_bytes_of, leaf_hash
-from .models import AuditCheckpoint, AuditEvent
+from .models import AuditCheckpoint, AuditEvent, AuditNode
 from .store import compact_range, fetch_nodes, nodes_completed_within
 from .tree import CompactRange, Node, ProofError, inclusion_spans, nodes_for, span_hash, verify_inclusion
 
 _EVENT_COLUMNS = [getattr(AuditEvent, name) for name in (*HASHED_COLUMNS, "hash")]
+_CHECKPOINT_COLUMNS = [AuditCheckpoint.tree_size, AuditCheckpoint.root_hash, AuditCheckpoint.note]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ class _Walk:
         self.prev_hash = GENESIS_HASH
         self.checked = 0
         self.checkpoints = 0
+        # The nodes the last event completed, with the stored ones they are checked against. They
+        # are checked after the next event's link: a rewritten event is then named by the next
+        # event's prev_hash, and a node is named only when every event under it is sound.
+        self.pending: list[tuple[Node, bytes]] = []
+        self.stored_nodes: dict[Node, bytes] = {}
 
     def start(self, trusted: Checkpoint | None) -> None:
         if trusted is None or trusted.tree_size == 0:
@@ -110,6 +116,8 @@ class _Walk:
         size = trusted.tree_size
         try:
             tree = compact_range(self.session, size)
+            spans = inclusion_spans(size - 1, size)
+            path_nodes = fetch_nodes(self.session, nodes_for(spans))
         except ProofError as missing:
             raise _Broken(f"the trusted checkpoint of size {size}: {missing}", checkpoint=size) from None
         if tree.root() != trusted.root_hash:
@@ -124,14 +132,12 @@ class _Walk:
         leaf = leaf_hash(canonical_bytes_of(last._mapping))
         if leaf.hex() != last.hash:
             raise _Broken(f"event {size}: content does not match its hash (altered after it was written)", seq=size)
-        spans = inclusion_spans(size - 1, size)
-        nodes = fetch_nodes(self.session, nodes_for(spans))
         try:
             verify_inclusion(
                 leaf_index=size - 1,
                 tree_size=size,
                 leaf_hash=leaf,
-                path=[span_hash(span, nodes) for span in spans],
+                path=[span_hash(span, path_nodes) for span in spans],
                 root=trusted.root_hash,
             )
         except ProofError:
@@ -139,6 +145,7 @@ class _Walk:
         self.tree, self.prev_hash = tree, last.hash
 
     def run(self) -> None:
+        self._checkpoints_of_empty_tree()
         while True:
             rows = self.session.execute(
                 select(*_EVENT_COLUMNS)
@@ -149,6 +156,7 @@ class _Walk:
             if not rows:
                 break
             self._batch(rows)
+        self._check_pending()
         beyond = self.session.scalars(
             select(AuditCheckpoint.tree_size)
             .where(AuditCheckpoint.tree_size > self.tree.size)
@@ -161,29 +169,47 @@ class _Walk:
                 "events were deleted from its end",
                 checkpoint=beyond,
             )
+        stray = self.session.execute(
+            select(AuditNode.level, AuditNode.position)
+            .where(((AuditNode.position + 1) * func.power(2, AuditNode.level)) > self.tree.size)
+            .limit(1)
+        ).first()
+        if stray is not None:
+            raise _Broken(
+                f"stored node {stray.level}/{stray.position} covers events the trail does not hold: "
+                "events were deleted from its end"
+            )
+
+    def _checkpoints_of_empty_tree(self) -> None:
+        if self.tree.size:
+            return
+        for stored in self.session.execute(select(*_CHECKPOINT_COLUMNS).where(AuditCheckpoint.tree_size == 0)):
+            self._checkpoint(stored)
 
     def _batch(self, rows: Sequence[Row[Any]]) -> None:
         first_leaf = self.tree.size
+        last_leaf = first_leaf + len(rows) - 1
+        # Read as plain rows, not ORM objects: a session's cached copy must not stand in for the row.
         checkpoints = {
             stored.tree_size: stored
-            for stored in self.session.scalars(
-                select(AuditCheckpoint).where(
-                    AuditCheckpoint.tree_size > first_leaf, AuditCheckpoint.tree_size <= first_leaf + len(rows)
+            for stored in self.session.execute(
+                select(*_CHECKPOINT_COLUMNS).where(
+                    AuditCheckpoint.tree_size > first_leaf, AuditCheckpoint.tree_size <= last_leaf + 1
                 )
             )
         }
-        made: dict[Node, bytes] = {}
+        # The stored nodes the previous batch's last event completed are still to be checked.
+        self.stored_nodes = nodes_completed_within(self.session, max(first_leaf - 1, 0), last_leaf)
         for row in rows:
             self._event(row._mapping)
-            for node, node_hash in self.tree.append(bytes.fromhex(row.hash)):
-                made[node] = node_hash
+            # Checked event by event, never at a batch's end: the first problem named is the same
+            # whatever the batch size.
+            self._check_pending()
+            self.pending = self.tree.append(bytes.fromhex(row.hash))
             self.checked += 1
             stored = checkpoints.get(self.tree.size)
             if stored is not None:
                 self._checkpoint(stored)
-        self._nodes(first_leaf, made)
-        for stored in checkpoints.values():
-            self.session.expunge(stored)
 
     def _event(self, event: Mapping[Any, Any]) -> None:
         expected = self.tree.size + 1
@@ -197,7 +223,7 @@ class _Walk:
             raise _Broken(f"event {seq}: content does not match its hash (altered after it was written)", seq=seq)
         self.prev_hash = event["hash"]
 
-    def _checkpoint(self, stored: AuditCheckpoint) -> None:
+    def _checkpoint(self, stored: Any) -> None:  # a row of _CHECKPOINT_COLUMNS
         size = stored.tree_size
         if stored.root_hash != self.tree.root():
             raise _Broken(f"checkpoint {size}: its root is not the root of events 1 to {size}", checkpoint=size)
@@ -210,10 +236,12 @@ class _Walk:
                 raise _Broken(f"checkpoint {size}: the signed note is of another tree", checkpoint=size)
         self.checkpoints += 1
 
-    def _nodes(self, first_leaf: int, made: Mapping[Node, bytes]) -> None:
-        stored = nodes_completed_within(self.session, first_leaf, self.tree.size - 1)
-        for node in sorted(made, key=lambda n: ((n[1] + 1) << n[0], n[0])):
-            if node not in stored:
-                raise _Broken(f"the stored tree lacks node {node[0]}/{node[1]} (deleted)")
-            if stored[node] != made[node]:
-                raise _Broken(f"stored node {node[0]}/{node[1]} does not match the events (altered)")
+    def _check_pending(self) -> None:
+        for (level, position), made in self.pending:
+            events = f"events {position * 2**level + 1} to {(position + 1) * 2**level}"
+            stored = self.stored_nodes.get((level, position))
+            if stored is None:
+                raise _Broken(f"the stored tree lacks node {level}/{position}, over {events} (deleted)")
+            if stored != made:
+                raise _Broken(f"stored node {level}/{position} does not match {events} (altered)")
+        self.pending = []

@@ -35,6 +35,31 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000/oauth/token",
         description="The `aud` a client assertion must carry (the token endpoint's public URL).",
     )
+    audit_origin: str = Field(
+        # A schema-less URL, as C2SP recommends for key names; it need not resolve.
+        default="macpt-gateway.invalid/audit",
+        pattern=r"^[^\s+]+$",
+        description="The audit log's name in its signed checkpoints (used when `gateway keys create` makes the key).",
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often each process signs a checkpoint while events arrive; 0 turns its signer off.",
+    )
+    review_timezone: str = Field(default="Europe/London", description="Time zone of the working day, for review flags.")
+    review_working_hours: str = Field(
+        default="08:00-18:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Working hours (HH:MM-HH:MM; equal times: all day) on working days; a view outside them is flagged for review.",
+    )
+    review_working_days: str = Field(
+        default="1-5",
+        pattern=r"^[1-7]-[1-7]$",
+        description="Working days as ISO weekday numbers (1 = Monday): first-last.",
+    )
+    review_daily_children: int = Field(
+        default=25, ge=1, description="Children one person may open in a day before their views are flagged."
+    )
     access_token_ttl_seconds: int = Field(default=300, ge=30, le=300)
     otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP endpoint for traces; nothing is exported when unset."

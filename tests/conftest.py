@@ -80,14 +80,23 @@ def engine(database_url: str) -> Iterator[Engine]:
 def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a folder holding freshly made keys."""
     path = tmp_path_factory.mktemp("keys")
-    KeyFolder(path).create_missing()
+    KeyFolder(path).create_missing(audit_origin=Settings().audit_origin)
     return path
 
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, keys_dir: Path) -> Settings:
     """Return the settings the test app runs with."""
-    return Settings(database_url=database_url, keys_dir=keys_dir)
+    # No background checkpoint signer: the test app's sessions share the test's one connection.
+    # Every hour of every day is working time here, so that no test's events are flagged out of
+    # hours by the clock it happens to run at; tests of the review rules set their own hours and clock.
+    return Settings(
+        database_url=database_url,
+        keys_dir=keys_dir,
+        audit_checkpoint_interval_s=0,
+        review_working_hours="00:00-00:00",
+        review_working_days="1-7",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,16 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
+# The SQLite triggers that keep the audit tables append-only (migrations 0001 and 0004).
+_SQLITE_TRIGGERS = (
+    "audit_event_no_update",
+    "audit_event_no_delete",
+    "audit_node_no_update",
+    "audit_node_no_delete",
+    "audit_checkpoint_no_update",
+    "audit_checkpoint_no_delete",
+)
+
 
 def disable_audit_triggers(bind: Connection | Session) -> None:
     """Disable the append-only triggers for the rest of the current transaction (tests only)."""
@@ -14,5 +24,5 @@ def disable_audit_triggers(bind: Connection | Session) -> None:
         bind.execute(text("SET LOCAL session_replication_role = replica"))
     else:
         # SQLite DDL is transactional: rolling the test back puts the triggers back.
-        bind.execute(text("DROP TRIGGER IF EXISTS audit_event_no_update"))
-        bind.execute(text("DROP TRIGGER IF EXISTS audit_event_no_delete"))
+        for trigger in _SQLITE_TRIGGERS:
+            bind.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))
