@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
 
-from gateway.auth.dependencies import require_client, require_staff
+from gateway.auth.dependencies import authenticate, require_client, require_staff
 from gateway.auth.endpoints import router as token_router
 from gateway.child_view.endpoints import router as child_view_router
 from gateway.health.endpoints import router as health_router
+from gateway.ig.checkpointer import run_checkpointer
+from gateway.ig.endpoints import fhir_router as ig_fhir_router
+from gateway.ig.endpoints import open_router as audit_open_router
+from gateway.ig.endpoints import router as ig_router
+from gateway.ig.rules import PartnershipReviewRules
 from gateway.ingest.endpoints import public_router as fhir_public_router
 from gateway.ingest.endpoints import router as ingest_router
 from gateway.keys import KeyFolder
@@ -22,6 +31,9 @@ from policies import default_policy, load_policy
 # Routes reachable without a token. Everything else is mounted under an authenticated parent;
 # tests/gateway/test_routing.py fails if a route escapes both.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/oauth/token", "/fhir/R4/metadata"})
+# Routes any authenticated caller reaches, staff or agency system: the audit log's checkpoint and
+# public key, so that anyone the partnership lets in can check the log.
+ANY_CALLER_PATHS = frozenset({"/api/v1/audit/checkpoint", "/api/v1/audit/public-key"})
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -30,7 +42,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     configure_logging(settings.log_level)
     configure_tracing(settings)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        interval = settings.audit_checkpoint_interval_s
+        signer = None if interval <= 0 else asyncio.create_task(
+            run_checkpointer(app.state.sessionmaker, app.state.audit_signer, interval_s=interval)
+        )
+        yield
+        if signer is not None:
+            signer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await signer
+
     app = FastAPI(
+        lifespan=lifespan,
         title="MACPT data-sharing gateway",
         version="0.1.0",
         description="Interagency data-sharing and consent gateway for Multi-Agency Child Protection Teams.",
@@ -44,6 +69,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     keys = KeyFolder(settings.keys_dir)
     app.state.signing_keys = keys.signing_keys()
     app.state.keyring = keys.data_keyring()
+    app.state.audit_signer = keys.audit_signer()
+    app.state.review_rules = PartnershipReviewRules.from_settings(settings)
     app.state.policy = load_policy(settings.policy_path) if settings.policy_path else default_policy()
 
     install_error_handlers(app)
@@ -59,5 +86,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     staff = APIRouter(prefix="/api/v1", dependencies=[Depends(require_staff)])
     staff.include_router(child_view_router)
+    staff.include_router(ig_router)
     app.include_router(staff)
+    app.include_router(ig_fhir_router, dependencies=[Depends(require_staff)])
+
+    # The log's checkpoint and public key: for anyone the partnership lets in, staff or system.
+    anyone = APIRouter(prefix="/api/v1", dependencies=[Depends(authenticate)])
+    anyone.include_router(audit_open_router)
+    app.include_router(anyone)
     return app

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from audit import NoteVerifier
 
 app = typer.Typer(help="MACPT interagency data-sharing gateway.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -27,7 +35,7 @@ def keys_create() -> None:
     from gateway.keys import KeyFolder
 
     settings = Settings()
-    created = KeyFolder(settings.keys_dir).create_missing()
+    created = KeyFolder(settings.keys_dir).create_missing(audit_origin=settings.audit_origin)
     for path in created:
         typer.echo(f"created {path}")
     if not created:
@@ -112,7 +120,7 @@ def demo(
     from gateway.kit.migrate import upgrade
 
     settings = Settings()
-    KeyFolder(settings.keys_dir).create_missing()
+    KeyFolder(settings.keys_dir).create_missing(audit_origin=settings.audit_origin)
     engine = build_engine(settings.database_url, settings.database_limits())
     upgrade(engine)
     summary = load_demo(settings, engine, children=children, seed=seed)
@@ -188,22 +196,143 @@ def dev_assertion(
     typer.echo(jwt.encode({"alg": "ES384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["ES384"]))
 
 
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain and report the first broken event, if any."""
-    from sqlalchemy.orm import Session
+@contextlib.contextmanager
+def _audit_session(settings: Settings) -> Iterator[Session]:
+    from gateway.kit.db import build_engine, build_sessionmaker
 
-    from audit import verify
-    from gateway.kit.db import build_engine
+    engine = build_engine(settings.database_url, settings.database_limits())
+    try:
+        with build_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _verifier(settings: Settings, public_key: Path | None) -> NoteVerifier:
+    from audit import CheckpointError, NoteVerifier
+    from gateway.keys import KeyFolder
+
+    try:
+        if public_key is not None:
+            return NoteVerifier.parse(public_key.read_text(encoding="ascii"))
+        return KeyFolder(settings.keys_dir).audit_signer().verifier()
+    except (OSError, CheckpointError, RuntimeError) as unreadable:
+        typer.echo(f"cannot read the public key: {unreadable}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign a checkpoint of the log as it stands (unless the newest covers it) and print it."""
+    from audit import sign_checkpoint
+    from gateway.keys import KeyFolder
 
     settings = Settings()
-    engine = build_engine(settings.database_url)
-    with Session(engine) as session:
-        result = verify(session)
-    engine.dispose()
+    signer = KeyFolder(settings.keys_dir).audit_signer()
+    with _audit_session(settings) as session:
+        signed = sign_checkpoint(session, signer)
+        session.commit()
+        typer.echo(signed.note, nl=False)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the verifier key of the log's checkpoints (give it to anyone who checks the log)."""
+    from gateway.keys import KeyFolder
+
+    typer.echo(KeyFolder(Settings().keys_dir).audit_signer().verifier().vkey())
+
+
+@audit_app.command("proof")
+def audit_proof(
+    seq: Annotated[int, typer.Argument(help="The event's seq.")],
+    tree_size: Annotated[int | None, typer.Option(help="A checkpoint's tree size; the newest when omitted.")] = None,
+) -> None:
+    """Print the inclusion proof of an event against a checkpoint, as JSON."""
+    from gateway.ig.service import prove_inclusion
+    from gateway.kit.errors import NotFound
+
+    settings = Settings()
+    with _audit_session(settings) as session:
+        try:
+            proof = prove_inclusion(session, seq, tree_size)
+        except NotFound as missing:
+            typer.echo(missing.detail, err=True)
+            raise typer.Exit(code=1) from None
+    typer.echo(proof.model_dump_json(indent=2))
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path, typer.Argument(help="The file to write (JSON Lines).")],
+    since: Annotated[datetime, typer.Option("--from", help="First instant (inclusive), e.g. 2026-11-01T00:00:00Z.")],
+    until: Annotated[datetime, typer.Option("--to", help="Last instant (exclusive).")],
+) -> None:
+    """Export the events of a period with a fresh checkpoint and their proofs, for offline checking."""
+    from audit import sign_checkpoint
+    from audit.export import export_lines, seq_range
+    from gateway.keys import KeyFolder
+
+    if since.tzinfo is None or until.tzinfo is None:
+        typer.echo("--from and --to need a time zone (e.g. 2026-11-01T00:00:00Z)", err=True)
+        raise typer.Exit(code=2)
+    settings = Settings()
+    signer = KeyFolder(settings.keys_dir).audit_signer()
+    with _audit_session(settings) as session:
+        signed = sign_checkpoint(session, signer)
+        session.commit()
+        found = seq_range(session, since, until)
+        if found is None:
+            typer.echo("no events in that period", err=True)
+            raise typer.Exit(code=1)
+        with output.open("w", encoding="utf-8", newline="\n") as handle:
+            handle.writelines(export_lines(session, signed, *found))
+    typer.echo(f"exported events {found[0]} to {found[1]} with the checkpoint of {signed.tree_size} to {output}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    export: Annotated[Path | None, typer.Option(help="Check this export file instead of the database.")] = None,
+    public_key: Annotated[
+        Path | None, typer.Option(help="A file holding the verifier key; else the key in GATEWAY_KEYS_DIR.")
+    ] = None,
+    trusted: Annotated[
+        Path | None, typer.Option(help="A checkpoint (signed note) you trust: check only what came after it.")
+    ] = None,
+) -> None:
+    """Check the log (or an export): every event, node and checkpoint; name the first bad one."""
+    from audit import CheckpointError, verify
+    from audit.export import verify_export
+
+    settings = Settings()
+    verifier = _verifier(settings, public_key)
+    if export is not None:
+        with export.open("rb") as handle:
+            checked = verify_export(handle, verifier)
+        if checked.ok:
+            size = checked.checkpoint.tree_size if checked.checkpoint else 0
+            typer.echo(f"export intact: {checked.events_checked} events, proven against the checkpoint of {size}")
+            return
+        typer.echo(f"EXPORT BROKEN at line {checked.line}: {checked.problem}", err=True)
+        raise typer.Exit(code=1)
+    start = None
+    if trusted is not None:
+        try:
+            start = verifier.open(trusted.read_text(encoding="utf-8"))
+        except (OSError, CheckpointError) as bad:
+            typer.echo(f"the trusted checkpoint does not verify: {bad}", err=True)
+            raise typer.Exit(code=1) from None
+    with _audit_session(settings) as session:
+        result = verify(session, verifier=verifier, trusted=start)
     if result.ok:
-        typer.echo(f"audit trail intact: {result.events_checked} events, root {result.root_hash or '(empty)'}")
+        typer.echo(
+            f"audit trail intact: {result.events_checked} events, {result.checkpoints_checked} signed checkpoints, "
+            f"root {result.root_hash or '(empty)'}"
+        )
         return
     typer.echo(f"AUDIT TRAIL BROKEN: {result.problem}", err=True)
-    typer.echo(f"first broken event: {result.first_broken_seq}", err=True)
+    if result.first_broken_seq is not None:
+        typer.echo(f"first broken event: {result.first_broken_seq}", err=True)
+    if result.bad_checkpoint is not None:
+        typer.echo(f"bad checkpoint: tree size {result.bad_checkpoint}", err=True)
     raise typer.Exit(code=1)

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from adapters import ClaimEntry, IdentityClaim, InboundRecord, RecordEntry, Submission, parse_bundle
+from audit import sign_checkpoint
 from gateway.auth.principal import Principal, PrincipalKind
 from gateway.identity.service import NHS_NUMBER_SCHEME
 from gateway.ingest.service import ingest
@@ -84,6 +85,11 @@ Demo partnership {state}: {self.children} synthetic children, team "{TEAM_NAME}"
     -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \\
     -d client_assertion=$(gateway dev-assertion {TRUST})
 
+  # an information governance officer: who saw the child, and the audit log's signed checkpoint
+  IG=$(gateway dev-token --subject ig.officer@northshire.example --agency social_care --role ig_officer)
+  curl -s -H "Authorization: Bearer $IG" "{base}/api/v1/children/{self.allocated_child}/disclosures"
+  curl -s -H "Authorization: Bearer $IG" {base}/api/v1/audit/checkpoint
+
   gateway audit verify
 """
 
@@ -101,6 +107,9 @@ def load_demo(settings: Settings, engine: Engine, *, children: int, seed: int) -
             loaded_now = False
         allocated = _child_id(session, keyring, next(c for c in partnership.children if c.allocated))
         unallocated = _child_id(session, keyring, next(c for c in partnership.children if not c.allocated))
+    with factory.begin() as session:
+        # The loaded partnership's first signed checkpoint (the server signs the rest as events arrive).
+        sign_checkpoint(session, KeyFolder(settings.keys_dir).audit_signer())
     return DemoSummary(len(partnership.children), allocated, unallocated, loaded_now)
 
 

@@ -10,15 +10,17 @@ is rolled back is dropped with it.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry import trace
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from audit import Actor, AuditAction, AuditRecord, ItemDecisionRef, Outcome, record
+from audit import Actor, AuditAction, AuditEvent, AuditRecord, ItemDecisionRef, Outcome, ReviewReason, record
 
 from .errors import GatewayError
 
@@ -35,6 +37,17 @@ class _Pending:
     transactions: tuple[SessionTransaction, ...]
 
 
+class ReviewRules(Protocol):
+    """Adds the review flags an event earns from what it is (refused, out of hours, volume).
+
+    Features flag what only they know (`review=` on `Auditor.record`); these rules add what any
+    event shows, and return the entry with them (and their evidence in `detail`).
+    gateway/ig/rules.py holds the partnership's.
+    """
+
+    def __call__(self, session: Session, entry: AuditRecord) -> AuditRecord: ...
+
+
 def current_trace_id() -> str | None:
     """Return the current span's trace id as 32 hex digits, or None outside a trace."""
     context = trace.get_current_span().get_span_context()
@@ -48,6 +61,7 @@ class Auditor:
     session: Session
     actor: Actor | None
     request_id: str | None = None
+    rules: ReviewRules | None = None
     _refusals: list[AuditRecord] = field(default_factory=list, repr=False)
 
     def record(
@@ -62,9 +76,18 @@ class Auditor:
         policy_version: str | None = None,
         items: Sequence[ItemDecisionRef] = (),
         detail: Mapping[str, Any] | None = None,
+        review: Sequence[ReviewReason] = (),
     ) -> None:
-        """Keep an event, to be appended in this session's transaction when it commits."""
-        entry = self._entry(action, outcome, actor, child_id, purpose, lawful_basis, policy_version, items, detail)
+        """Keep an event, to be appended in this session's transaction when it commits.
+
+        `review` is the one way for a feature to put the event it records on the IG review queue
+        (break-glass, an override, a merge…): the reasons go into the event itself, and the event
+        lands on the queue (`review_entry`) in the same transaction. The review rules add the
+        flags any event earns (refused, out of hours, volume) without the feature asking.
+        """
+        entry = self._entry(
+            action, outcome, actor, child_id, purpose, lawful_basis, policy_version, items, detail, review
+        )
         _keep(self.session, entry)
 
     def refuse(
@@ -79,7 +102,7 @@ class Auditor:
         detail: Mapping[str, Any] | None = None,
     ) -> E:
         """Attach a refusal's event to the error; the session commits it alone when it is raised."""
-        entry = self._entry(action, outcome, actor, child_id, purpose, None, None, (), detail)
+        entry = self._entry(action, outcome, actor, child_id, purpose, None, None, (), detail, ())
         error.audit = (*error.audit, entry)
         return error
 
@@ -94,11 +117,12 @@ class Auditor:
         policy_version: str | None,
         items: Sequence[ItemDecisionRef],
         detail: Mapping[str, Any] | None,
+        review: Sequence[ReviewReason],
     ) -> AuditRecord:
         who = actor or self.actor
         if who is None:
             raise ValueError(f"an audit event of {action} needs an actor")
-        return AuditRecord(
+        entry = AuditRecord(
             action=action,
             actor=who,
             outcome=outcome,
@@ -110,7 +134,9 @@ class Auditor:
             detail=dict(detail or {}),
             request_id=self.request_id,
             trace_id=current_trace_id(),
+            review=tuple(review),
         )
+        return entry if self.rules is None else self.rules(self.session, entry)
 
 
 def commit_refusal(session: Session, error: GatewayError) -> None:
@@ -137,7 +163,47 @@ def _append_pending(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint is released: its events wait for the real commit
     pending: list[_Pending] = session.info.pop(_PENDING, [])
-    record(session, [kept.entry for kept in pending])
+    events = record(session, [kept.entry for kept in pending])
+    to_review = [appended for appended in events if appended.detail.get("review")]
+    if to_review:
+        _queue_for_review(session, to_review)
+    span = trace.get_current_span()
+    if events and span.is_recording():
+        # From a trace to its events: seqs are not personal data.
+        span.set_attribute("gateway.audit.seqs", [appended.seq for appended in events])
+
+
+def _queue_for_review(session: Session, events: Sequence[AuditEvent]) -> None:
+    """Put flagged events on the IG review queue, once per reason (volume: once per person and day)."""
+    # Imported here: kit.db imports this module to install the hooks.
+    from gateway.models.review import ReviewEntry
+
+    from .db import insert_missing
+
+    rows = []
+    for flagged in events:
+        for reason in flagged.detail["review"]:
+            if reason == ReviewReason.VOLUME:
+                # The rules name the working day they counted (local time); one entry per person and day.
+                key = f"volume:{flagged.actor_id}:{flagged.detail.get('review_day', flagged.occurred_at.date().isoformat())}"
+            else:
+                key = f"{reason}:{flagged.seq}"
+            rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "dedupe_key": key,
+                    "seq": flagged.seq,
+                    "reason": ReviewReason(reason),
+                    "actor_id": flagged.actor_id,
+                    "actor_agency": flagged.actor_agency,
+                    "actor_role": flagged.actor_role,
+                    "action": flagged.action,
+                    "child_id": flagged.child_id,
+                    # SQLite hands RETURNING's datetimes back naive (they are stored in UTC).
+                    "flagged_at": flagged.occurred_at.replace(tzinfo=flagged.occurred_at.tzinfo or UTC),
+                }
+            )
+    insert_missing(session, ReviewEntry, sorted(rows, key=lambda row: row["dedupe_key"]), unique=["dedupe_key"], returning="id")
 
 
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:

@@ -12,11 +12,11 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from audit import Actor
+from audit import Actor, NoteSigner
 from gateway.settings import Settings
 from policies import Policy
 
-from .auditor import Auditor
+from .auditor import Auditor, ReviewRules
 from .crypto import DataKeyring
 from .db import DbSession
 
@@ -36,6 +36,11 @@ async def get_keyring(request: Request) -> DataKeyring:
 async def get_engine(request: Request) -> Engine:
     """Return the app's database engine (for checks outside the request's transaction)."""
     return _built(request, "engine", Engine)
+
+
+async def get_audit_signer(request: Request) -> NoteSigner:
+    """Return the audit log's checkpoint signer (its verifier key is public)."""
+    return _built(request, "audit_signer", NoteSigner)
 
 
 async def get_policy(request: Request) -> Policy:
@@ -59,8 +64,9 @@ def request_id(request: Request) -> str | None:
 
 
 def auditor_for(request: Request, session: Session, actor: Actor | None) -> Auditor:
-    """Return an auditor writing in the request's session, as `actor`, with its request id."""
-    return Auditor(session, actor, request_id=request_id(request))
+    """Return an auditor writing in the request's session, as `actor`, with its request id and the review rules."""
+    rules: ReviewRules | None = getattr(request.app.state, "review_rules", None)
+    return Auditor(session, actor, request_id=request_id(request), rules=rules)
 
 
 async def get_anonymous_auditor(request: Request, session: DbSession) -> Auditor:
@@ -71,5 +77,6 @@ async def get_anonymous_auditor(request: Request, session: DbSession) -> Auditor
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Keyring = Annotated[DataKeyring, Depends(get_keyring)]
 ActivePolicy = Annotated[Policy, Depends(get_policy)]
+AuditSigner = Annotated[NoteSigner, Depends(get_audit_signer)]
 DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 AnonymousAuditor = Annotated[Auditor, Depends(get_anonymous_auditor)]

@@ -71,6 +71,12 @@ class InvalidPayload(GatewayError):
     status, title, fhir_code = 400, "Invalid payload", "invalid"
 
 
+class InvalidQuery(GatewayError):
+    """A query parameter is not acceptable (400), as FHIR search answers it."""
+
+    status, title, fhir_code = 400, "Invalid query", "invalid"
+
+
 class NotAuthenticated(GatewayError):
     """No valid bearer token (401)."""
 
@@ -94,6 +100,12 @@ class MethodNotAllowed(GatewayError):
     """The route exists but not with this method (405)."""
 
     status, title, fhir_code = 405, "Method not allowed", "not-supported"
+
+
+class Conflict(GatewayError):
+    """The request conflicts with the resource's current state (409)."""
+
+    status, title, fhir_code = 409, "Conflict", "conflict"
 
 
 class Gone(GatewayError):

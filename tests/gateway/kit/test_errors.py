@@ -115,7 +115,8 @@ def test_an_erased_child_is_gone_for_the_view_and_the_refusal_is_audited(
     assert viewed.headers["content-type"] == "application/problem+json"
     assert viewed.json()["title"] == "Gone" and "erased" in viewed.json()["detail"]
     refused = last_event(session, AuditAction.STAFF_VIEW_REFUSED)
-    assert refused.child_id == child_id and refused.detail == {"reason": "erased"}
+    # A person refused is flagged for the IG review queue (gateway/ig/rules.py).
+    assert refused.child_id == child_id and refused.detail == {"reason": "erased", "review": ["refused"]}
     # Filing more for the erased child is refused entry by entry, in the same words.
     assert pushed_again.status_code == 200
     new_encounter = pushed_again.json()["entry"][1]["response"]
