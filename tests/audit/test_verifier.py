@@ -28,7 +28,6 @@ from audit import (
     Checkpoint,
     NoteSigner,
     Outcome,
-    ProofError,
     ReviewReason,
     VerificationResult,
     checkpoint_of_size,
@@ -45,6 +44,7 @@ from tests.tamper import disable_audit_triggers
 ORIGIN = "test.example/audit"
 SIGNER = NoteSigner.generate(ORIGIN)
 VERIFIER = SIGNER.verifier()
+OTHER_SIGNER = NoteSigner.generate(ORIGIN)
 ACTOR = Actor(ActorType.USER, "someone@test.example", "police", "police_officer")
 _COLUMNS = [getattr(AuditEvent, name) for name in (*HASHED_COLUMNS, "hash")]
 
@@ -276,6 +276,34 @@ def test_an_event_deleted_from_the_end_without_a_checkpoint_goes_unnoticed(sessi
     result = _verify(session)
 
     assert result.ok and result.events_checked == start + 4
+
+
+def test_events_deleted_from_the_end_under_a_stored_node_are_named_by_it(session: Session) -> None:
+    """Without a checkpoint, the nodes over deleted events still show that the trail was longer."""
+    start = _trail(session, 6)
+    disable_audit_triggers(session)
+    session.execute(delete(AuditEvent).where(AuditEvent.seq > start + 4))
+
+    result = _broken(session)
+
+    position = (start + 4) // 2  # node 1/p over events start + 5 and start + 6
+    assert result.problem == (
+        f"stored node 1/{position} covers events the trail does not hold: events were deleted from its end"
+    )
+    assert result.events_checked == start + 4 and result.first_broken_seq is None
+
+
+def test_a_checkpoint_of_the_empty_trail_is_checked_too(session: Session) -> None:
+    if tree_size(session) != 0:
+        pytest.skip("the test database already holds events")
+    sign_checkpoint(session, SIGNER)
+
+    assert _verify(session, verifier=VERIFIER).checkpoints_checked == 1
+    disable_audit_triggers(session)
+    _set_checkpoint(session, 0, note=OTHER_SIGNER.sign(0, EMPTY_ROOT))
+
+    result = _broken(session, verifier=VERIFIER)
+    assert result.bad_checkpoint == 0 and "no signature" in _problem(result)
 
 
 def test_an_event_inserted_in_the_middle_is_named_at_the_event_it_displaced(session: Session) -> None:
