@@ -91,3 +91,65 @@ def test_db_upgrade_brings_a_new_database_to_head(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert current_revision(connection) == head_revision() is not None
     engine.dispose()
+
+
+def test_the_log_is_checked_with_the_public_key_alone(scratch_url: str, tmp_path: Path) -> None:
+    """What an IG officer does: take the key and a checkpoint, export a period, check it offline."""
+    env = {"GATEWAY_DATABASE_URL": scratch_url, "GATEWAY_KEYS_DIR": str(tmp_path / "keys")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--load-only", "--children", "6"], env=env).exit_code == 0
+
+    key = runner.invoke(app, ["audit", "public-key"], env=env)
+    assert key.exit_code == 0 and key.output.startswith("macpt-gateway.invalid/audit+")
+    key_file = tmp_path / "audit.vkey"
+    key_file.write_text(key.output)
+    signed = runner.invoke(app, ["audit", "checkpoint"], env=env)
+    assert signed.exit_code == 0 and signed.output.startswith("macpt-gateway.invalid/audit\n")
+    checkpoint = tmp_path / "checkpoint.txt"
+    checkpoint.write_text(signed.output)
+    size = int(signed.output.splitlines()[1])
+
+    proof = runner.invoke(app, ["audit", "proof", "3"], env=env)
+    assert proof.exit_code == 0 and f'"tree_size": {size}' in proof.output
+    missing = runner.invoke(app, ["audit", "proof", str(size + 1)], env=env)
+    assert missing.exit_code == 1 and f"event {size + 1} is not in a tree of {size} events" in missing.output
+
+    trusted = runner.invoke(app, ["audit", "verify", "--trusted", str(checkpoint), "--public-key", str(key_file)], env=env)
+    assert trusted.exit_code == 0, trusted.output
+    assert "audit trail intact: 0 events" in trusted.output  # nothing after the trusted checkpoint
+
+    export = tmp_path / "export.jsonl"
+    exported = runner.invoke(
+        app, ["audit", "export", str(export), "--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z"], env=env
+    )
+    assert exported.exit_code == 0, exported.output
+    offline = {"GATEWAY_KEYS_DIR": str(tmp_path / "nowhere")}  # the key file only: no keys folder, no database
+    checked = runner.invoke(app, ["audit", "verify", "--export", str(export), "--public-key", str(key_file)], env=offline)
+    assert checked.exit_code == 0, checked.output
+    assert f"export intact: {size} events" in checked.output
+
+    data = bytearray(export.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    export.write_bytes(bytes(data))
+    altered = runner.invoke(app, ["audit", "verify", "--export", str(export), "--public-key", str(key_file)], env=offline)
+    assert altered.exit_code == 1 and "EXPORT BROKEN at line" in altered.output
+
+    naive = runner.invoke(app, ["audit", "export", str(export), "--from", "2000-01-01", "--to", "2100-01-01"], env=env)
+    assert naive.exit_code == 2 and "need a time zone" in naive.output
+    empty = runner.invoke(
+        app, ["audit", "export", str(export), "--from", "2000-01-01T00:00:00Z", "--to", "2000-01-02T00:00:00Z"], env=env
+    )
+    assert empty.exit_code == 1 and "no events in that period" in empty.output
+
+    engine = build_engine(scratch_url)
+    with engine.begin() as connection:
+        disable_audit_triggers(connection)
+        connection.execute(text("UPDATE audit_checkpoint SET note = replace(note, '\n\n', '\n\n\n') WHERE tree_size = :size"), {"size": size})
+    engine.dispose()
+    forged = runner.invoke(app, ["audit", "verify"], env=env)
+    assert forged.exit_code == 1 and f"bad checkpoint: tree size {size}" in forged.output
+
+    wrong_key = tmp_path / "wrong.vkey"
+    wrong_key.write_text("not a key")
+    refused = runner.invoke(app, ["audit", "verify", "--public-key", str(wrong_key)], env=env)
+    assert refused.exit_code == 2 and "cannot read the public key" in refused.output
