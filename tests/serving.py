@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -127,6 +128,19 @@ def log_tail(path: Path, *, lines: int = 60) -> str:
     return f"--- last {len(tail)} lines of {path} ---\n" + "\n".join(tail)
 
 
+@dataclass(frozen=True)
+class ServedGateway:
+    """A running `gateway serve`: its base URL, and its process (the leader of its own process group)."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """Kill the whole server at once (SIGKILL to its group): a crash, not a shutdown."""
+        _signal_group(self.process, signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE_SECONDS)
+
+
 @contextmanager
 def serve_gateway(
     env: Mapping[str, str],
@@ -141,10 +155,23 @@ def serve_gateway(
     failure, its whole process group (the supervisor and its workers) gets SIGTERM, then SIGKILL
     after STOP_GRACE_SECONDS.
     """
+    with serve_gateway_process(env, log_path=log_path, workers=workers, ready_timeout=ready_timeout) as served:
+        yield served.base_url
+
+
+@contextmanager
+def serve_gateway_process(
+    env: Mapping[str, str],
+    *,
+    log_path: Path,
+    workers: int = 1,
+    ready_timeout: float = 30.0,
+) -> Iterator[ServedGateway]:
+    """As serve_gateway, but yield the process too, so that a test can kill it."""
     port = free_port()
     base_url = f"http://{LOOPBACK}:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [str(GATEWAY), "serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)],
             env=dict(env),
@@ -155,7 +182,7 @@ def serve_gateway(
         )
     try:
         _wait_until_ready(process, base_url, log_path, ready_timeout)
-        yield base_url
+        yield ServedGateway(base_url, process)
     finally:
         _stop(process)
 
