@@ -8,6 +8,7 @@ signed checkpoints verify, and a restarted server carries on the same chain.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import random
@@ -29,6 +30,7 @@ from tests.serving import audit_verify, log_tail, scratch_database, serve_gatewa
 PUSHERS = 4
 CHILDREN_PER_PUSH = 10
 KILL_AFTER_PUSHES = 4  # acknowledged pushes before the kill: the server is busy by then
+KILL_AFTER_SECONDS = 2.5  # and long enough for its once-a-second signer to have signed
 KILL_DEADLINE = 60.0
 REQUEST_TIMEOUT = 60.0
 
@@ -47,7 +49,7 @@ class Pushing:
 def _push_until_stopped(base_url: str, token: str, pushes: list[Push], seen: Pushing) -> None:
     headers = {**FHIR_JSON, "Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
-        for push in pushes:
+        for push in itertools.cycle(pushes):  # repeats are acknowledged, not stored twice
             if seen.stop.is_set():
                 return
             try:
@@ -106,8 +108,11 @@ def test_a_server_killed_mid_request_leaves_actions_and_events_together(database
             ]
             for thread in threads:
                 thread.start()
-            deadline = time.monotonic() + KILL_DEADLINE
-            while seen.acknowledged < KILL_AFTER_PUSHES and time.monotonic() < deadline:
+            started = time.monotonic()
+            deadline = started + KILL_DEADLINE
+            while (
+                seen.acknowledged < KILL_AFTER_PUSHES or time.monotonic() - started < KILL_AFTER_SECONDS
+            ) and time.monotonic() < deadline:
                 time.sleep(0.01)
             served.kill()  # SIGKILL to the supervisor and its workers, in the middle of requests
             seen.stop.set()
