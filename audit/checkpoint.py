@@ -216,4 +216,6 @@ def _parse_body(body: str) -> Checkpoint:
     root_hash = strict_b64decode(root, what="the root hash")
     if len(root_hash) != 32:
         raise CheckpointError("the root hash is not 32 bytes")
+    if any(not line for line in lines[3:]):
+        raise CheckpointError("a checkpoint's extension lines must not be empty")
     return Checkpoint(origin, int(size), root_hash)
