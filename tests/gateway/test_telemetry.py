@@ -9,12 +9,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.orm import Session
 
+from audit import AuditAction
 from gateway.auth.keys import SigningKeys
 from gateway.kit.crypto import DataKeyring
 from gateway.settings import Settings
 from tests.factories import add_member, allocate, child_bundle, client_token, demo_child, encounter, make_client
 from tests.factories import make_team, staff_token
-from tests.gateway.helpers import child_id_for, push
+from tests.gateway.helpers import child_id_for, last_event, push
 
 
 def test_spans_cover_the_stages_without_personal_data(
@@ -62,3 +63,29 @@ def test_spans_are_exported_only_when_an_endpoint_is_configured() -> None:
     assert exporters(silent) == []
     assert [type(e) for e in exporters(exporting)] == [OTLPSpanExporter]
     exporting.shutdown()
+
+
+def test_an_event_names_its_trace_and_the_trace_names_its_events(
+    client: TestClient,
+    session: Session,
+    settings: Settings,
+    signing_keys: SigningKeys,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """An on-call engineer goes from a trace to its audit events and back, by ids alone."""
+    span_exporter.clear()
+    source, _ = make_client(session)
+    push(client, client_token(signing_keys, settings, source), child_bundle(demo_child(), encounters=[encounter()]))
+
+    event = last_event(session, AuditAction.CLIENT_RECORDS_PUSHED.value)
+    [request_span] = [s for s in span_exporter.get_finished_spans() if s.name == "POST /fhir/R4"]
+    assert event.trace_id == format(request_span.context.trace_id, "032x")
+    carrying = [s for s in span_exporter.get_finished_spans() if "gateway.audit.seqs" in (s.attributes or {})]
+    assert carrying and all(s.context.trace_id == request_span.context.trace_id for s in carrying)
+    seqs = {seq for s in carrying for seq in _int_sequence((s.attributes or {})["gateway.audit.seqs"])}
+    assert event.seq in seqs
+
+
+def _int_sequence(value: object) -> list[int]:
+    assert isinstance(value, tuple | list) and all(isinstance(v, int) for v in value), value
+    return [int(v) for v in value]
