@@ -104,9 +104,9 @@ class NoteVerifier:
         if len(data) != 33 or data[0] != ED25519:
             raise CheckpointError("the verifier key is not an Ed25519 key (type 0x01 and 32 bytes)")
         public_key = data[1:]
-        if hex_id != key_id(name, public_key).hex():
+        if hex_id.lower() != key_id(name, public_key).hex():  # Go's parser reads either case
             raise CheckpointError("the verifier key's id does not match its name and key")
-        return cls(name, bytes.fromhex(hex_id), public_key)
+        return cls(name, key_id(name, public_key), public_key)
 
     def vkey(self) -> str:
         """Return this key as a verifier key string."""
@@ -162,7 +162,7 @@ class NoteSigner:
         if len(data) != 33 or data[0] != ED25519:
             raise CheckpointError("the signer key is not an Ed25519 key (type 0x01 and 32 bytes)")
         signer = cls(_check_name(name), Ed25519PrivateKey.from_private_bytes(data[1:]))
-        if signer.verifier().key_id.hex() != hex_id:
+        if signer.verifier().key_id.hex() != hex_id.lower():
             raise CheckpointError("the signer key's id does not match its name and key")
         return signer
 
