@@ -13,7 +13,7 @@ from gateway.auth.dependencies import authenticate, require_client, require_staf
 from gateway.auth.endpoints import router as token_router
 from gateway.child_view.endpoints import router as child_view_router
 from gateway.health.endpoints import router as health_router
-from gateway.ig.checkpointer import run_checkpointer
+from gateway.ig.checkpointer import InlineSigner, run_checkpointer
 from gateway.ig.endpoints import fhir_router as ig_fhir_router
 from gateway.ig.endpoints import open_router as audit_open_router
 from gateway.ig.endpoints import router as ig_router
@@ -70,6 +70,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.signing_keys = keys.signing_keys()
     app.state.keyring = keys.data_keyring()
     app.state.audit_signer = keys.audit_signer()
+    if settings.audit_checkpoint_interval_s > 0:
+        InlineSigner(app.state.audit_signer, interval_s=settings.audit_checkpoint_interval_s).install(
+            app.state.sessionmaker
+        )
     app.state.review_rules = PartnershipReviewRules.from_settings(settings)
     app.state.policy = load_policy(settings.policy_path) if settings.policy_path else default_policy()
 

@@ -1,21 +1,34 @@
 """Sign a checkpoint of the audit log at least once a second while events arrive.
 
-Each worker process runs one signer beside its requests. Every interval it looks (two indexed
-reads) whether the trail has grown past the newest checkpoint, and if so signs one; the signing
-itself takes a PostgreSQL advisory lock, so several processes make one checkpoint per size
-(audit.sign_checkpoint). The work runs in a thread: the event loop is never blocked.
+Two ways, because either alone can fail the promise:
+- inline: a transaction that appends events also signs a checkpoint of them when the newest is
+  older than the interval (looked up at most once per interval per process). Under a steady
+  stream of writes this is what signs: a separate signer can wait behind the writers for
+  SQLite's one write lock for as long as they keep coming;
+- in the background: each worker process looks every interval (two indexed reads) whether the
+  trail has grown past the newest checkpoint, and if so signs one. This covers the last events
+  before a quiet spell. The work runs in a thread: the event loop is never blocked.
+
+Signing takes a PostgreSQL advisory lock, so that several processes make one checkpoint per size
+(audit.sign_checkpoint); an appender takes it after the append lock, the background signer
+takes it alone, so the two never wait on each other in a cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AuditCheckpoint, NoteSigner, latest_checkpoint, sign_checkpoint, tree_size
+from gateway.kit.auditor import APPENDED
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +53,36 @@ async def run_checkpointer(factory: sessionmaker[Session], signer: NoteSigner, *
         except SQLAlchemyError as failure:
             # The class name only: a driver's message may quote a statement's parameters.
             log.warning("audit checkpoint not signed this round", extra={"error": type(failure).__name__})
+
+
+class InlineSigner:
+    """Signs a checkpoint in a transaction that appended events, when the newest is older than the interval."""
+
+    def __init__(self, signer: NoteSigner, *, interval_s: float) -> None:
+        self.signer = signer
+        self.interval = timedelta(seconds=interval_s)
+        self._interval_s = interval_s
+        self._next_look = 0.0  # monotonic seconds: until then, a checkpoint is known to be recent enough
+        self._lock = threading.Lock()
+
+    def install(self, factory: sessionmaker[Session]) -> None:
+        """Run after the auditor's own commit hook on sessions of `factory` (listeners run in order)."""
+        event.listen(factory, "before_commit", self._after_append)
+
+    def _after_append(self, session: Session) -> None:
+        if not session.info.pop(APPENDED, False) or session.in_nested_transaction():
+            return
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_look:
+                return
+            self._next_look = now + self._interval_s
+        latest = latest_checkpoint(session)
+        if latest is not None and datetime.now(UTC) - _aware(latest.signed_at) < self.interval:
+            return
+        sign_checkpoint(session, self.signer)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands datetimes back naive (they are stored in UTC).
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -25,6 +25,8 @@ from audit import Actor, AuditAction, AuditEvent, AuditRecord, ItemDecisionRef, 
 from .errors import GatewayError
 
 _PENDING = "gateway.audit.pending"
+# Set in session.info when a commit appended events (gateway/ig/checkpointer.py signs after them).
+APPENDED = "gateway.audit.appended"
 
 E = TypeVar("E", bound=GatewayError)
 
@@ -164,6 +166,8 @@ def _append_pending(session: Session) -> None:
         return  # a savepoint is released: its events wait for the real commit
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     events = record(session, [kept.entry for kept in pending])
+    if events:
+        session.info[APPENDED] = True
     to_review = [appended for appended in events if appended.detail.get("review")]
     if to_review:
         _queue_for_review(session, to_review)
