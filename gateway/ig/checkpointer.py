@@ -37,7 +37,8 @@ def sign_if_grown(factory: sessionmaker[Session], signer: NoteSigner) -> AuditCh
     """Sign and commit a checkpoint when the trail has grown past the newest; return it, or None."""
     with factory() as session:
         latest = latest_checkpoint(session)
-        if latest is not None and latest.tree_size >= tree_size(session):
+        size = tree_size(session)
+        if size == 0 or (latest is not None and latest.tree_size >= size):
             return None
         signed = sign_checkpoint(session, signer)
         session.commit()

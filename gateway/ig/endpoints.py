@@ -212,7 +212,7 @@ def search_audit_events(
     settings: AppSettings,
     _officer: IgOfficer,
     auditor: CallerAuditor,
-    patient: Annotated[str, Query(description="The child: Patient/<id> or <id>.")],
+    patient: Annotated[str | None, Query(max_length=100, description="The child: Patient/<id> or <id>.")] = None,
     date: Annotated[list[str] | None, Query(description="ge/gt/le/lt/eq followed by a date or date-time.")] = None,
 ) -> Response:
     """Return a searchset Bundle of the child's events, shaped as IHE Basic Audit Log Patterns."""

@@ -21,8 +21,12 @@ MAX_EVENTS = 1000
 _DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2}(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))?)$")
 
 
-def search(session: Session, auditor: Auditor, *, patient: str, dates: list[str], source: str) -> dict[str, Any]:
+def search(
+    session: Session, auditor: Auditor, *, patient: str | None, dates: list[str], source: str
+) -> dict[str, Any]:
     """Return the searchset Bundle of a child's events in the date range; audit the search."""
+    if patient is None:
+        raise InvalidQuery("patient is required: Patient/<child id>")
     child_id = _patient(patient)
     since, until = _range(dates)
     events = repository.events_of_child(session, child_id, since=since, until=until, limit=MAX_EVENTS + 1)
@@ -65,13 +69,28 @@ def _range(values: list[str]) -> tuple[datetime | None, datetime | None]:
 
 
 def _instant_range(text: str) -> tuple[datetime, datetime]:
-    """Return the instants [start, end) a FHIR date or date-time covers (a date: its whole UTC day)."""
+    """Return the instants [start, end) a FHIR date or date-time covers, as far as its precision goes.
+
+    FHIR search: `2026-11-24` is the whole (UTC) day, `2026-11-24T10:00:00Z` the whole second,
+    `…T10:00:00.5Z` the whole tenth of a second.
+    """
     try:
         if "T" in text:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-            return moment, moment + timedelta(microseconds=1)
+            return moment, moment + _precision(text)
         day = date.fromisoformat(text)
     except ValueError:
         raise InvalidQuery("date is not a valid date or date-time") from None
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start, start + timedelta(days=1)
+
+
+def _precision(text: str) -> timedelta:
+    clock = re.split(r"[Z+-]", text.split("T", 1)[1], maxsplit=1)[0]
+    if ":" not in clock:
+        return timedelta(hours=1)
+    if clock.count(":") == 1:
+        return timedelta(minutes=1)
+    fraction = clock.partition(".")[2]
+    # Finer than the microseconds the trail keeps is a microsecond.
+    return max(timedelta(seconds=10.0 ** -len(fraction)), timedelta(microseconds=1)) if fraction else timedelta(seconds=1)

@@ -14,6 +14,10 @@ from audit import AuditEvent, ReviewReason
 from gateway.models import ReviewEntry, ReviewOutcome, ReviewStatus
 
 
+# The query parameter of each filter whose field name differs from it.
+_PARAMETER = {"child_id": "child", "actor_id": "actor"}
+
+
 @dataclass(frozen=True)
 class EventFilters:
     """What an IG officer narrows the trail by; every field optional, all of them ANDed."""
@@ -29,8 +33,8 @@ class EventFilters:
     trace_id: str | None = None
 
     def used(self) -> list[str]:
-        """Return the names of the filters given (for the audit event of the search: names, not values)."""
-        return [name for name, value in vars(self).items() if value is not None]
+        """Return the query parameters given, as the caller named them (for the search's audit event: names, not values)."""
+        return [_PARAMETER.get(name, name) for name, value in vars(self).items() if value is not None]
 
     def clauses(self) -> list[ColumnElement[bool]]:
         """Return the WHERE clauses of the filters given."""
