@@ -119,10 +119,11 @@ _IDENTIFIER_SYSTEMS = {
     ActorType.CLIENT.value: CLIENT_SYSTEM,
     ActorType.SYSTEM.value: SYSTEM_SYSTEM,
 }
-# Decisions that show nothing of the item: not disclosures, so only counted. Any other decision
-# (disclose, indicate, or one this module does not know) is listed item by item: a disclosure log
-# had better over-report than hide one.
-_NOT_DISCLOSED = frozenset({"redact", "withhold_silently"})
+# The decision that shows nothing of the item: not a disclosure, so only counted. Any other
+# decision is listed item by item: a redacted item still shows that it exists, with its kind, date
+# and source, as an indicated one does; and a decision this module does not know is listed too, as
+# a disclosure log had better over-report than hide one. The IG disclosures report counts the same.
+_NOT_DISCLOSED = frozenset({"withhold_silently"})
 
 
 class StoredEvent(Protocol):

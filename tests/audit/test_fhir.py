@@ -157,17 +157,20 @@ def test_a_view_lists_the_patient_each_disclosed_or_indicated_item_and_counts_th
         "what": {"reference": f"Patient/{CHILD}"},
         "type": PATIENT_TYPE,
         "role": PATIENT_ROLE,
-        "detail": [{"type": "withheld", "valueString": "2"}],
+        "detail": [{"type": "withheld", "valueString": "1"}],
     }
     assert _patients(resource) == [f"Patient/{CHILD}"]
+    # A redacted item still shows that it exists, with its kind, date and source: a disclosure.
     assert _items(resource) == {
         str(DISCLOSED): [{"type": "decision", "valueString": "disclose"}, {"type": "rule", "valueString": "cp.health"}],
         str(INDICATED): [{"type": "decision", "valueString": "indicate"},
                          {"type": "rule", "valueString": "cp.police.indicate"}],
+        str(REDACTED): [{"type": "decision", "valueString": "redact"},
+                        {"type": "rule", "valueString": "cp.education.redact"}],
     }
-    items = [e for e in rest if e["what"].get("identifier", {}).get("value") in {str(DISCLOSED), str(INDICATED)}]
-    assert [(e["type"], e["role"]) for e in items] == [(SYSTEM_OBJECT, DOMAIN_RESOURCE)] * 2
-    assert str(REDACTED) not in json.dumps(resource)
+    shown = {str(DISCLOSED), str(INDICATED), str(REDACTED)}
+    items = [e for e in rest if e["what"].get("identifier", {}).get("value") in shown]
+    assert [(e["type"], e["role"]) for e in items] == [(SYSTEM_OBJECT, DOMAIN_RESOURCE)] * 3
     assert str(WITHHELD) not in json.dumps(resource)
 
 
@@ -244,7 +247,7 @@ def test_an_event_about_three_children_gives_one_audit_event_per_child() -> None
     assert [_patients(r) for r in resources] == [[f"Patient/{CHILD}"], [f"Patient/{OTHER}"], [f"Patient/{THIRD}"]]
     assert {r["meta"]["profile"][0] for r in resources} == {BALP + "PatientRead"}
     # The trail does not say which item was about which child: each child's event lists them all.
-    assert [sorted(_items(r)) for r in resources] == [sorted([str(DISCLOSED), str(INDICATED)])] * 3
+    assert [sorted(_items(r)) for r in resources] == [sorted([str(DISCLOSED), str(INDICATED), str(REDACTED)])] * 3
     assert [r["entity"][-1]["what"]["identifier"]["value"] for r in resources] == ["12", "12", "12"]
 
 
@@ -456,7 +459,7 @@ def test_every_action_and_outcome_gives_a_valid_audit_event(action: AuditAction,
 def test_items_stored_one_entry_per_item_are_read_too() -> None:
     legacy = [
         {"item": str(DISCLOSED), "decision": "disclose", "rule": "cp.health"},
-        {"item": str(REDACTED), "decision": "redact", "rule": "cp.education.redact"},
+        {"item": str(WITHHELD), "decision": "withhold_silently", "rule": "sealed"},
     ]
 
     resource = _one(_view(items=legacy))
