@@ -75,7 +75,8 @@ def test_an_event_kept_in_a_rolled_back_savepoint_is_dropped_with_it(session: Se
         auditor.record(AuditAction.CLIENT_RECORDS_PUSHED, detail={"kept": "released"})
     session.commit()
 
-    details = [e.detail["kept"] for e in session.scalars(select(AuditEvent).where(AuditEvent.seq > before))]
+    newer = select(AuditEvent).where(AuditEvent.seq > before).order_by(AuditEvent.seq)
+    details = [e.detail["kept"] for e in session.scalars(newer)]
     assert details == ["outer", "released"]
 
 
