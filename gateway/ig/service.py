@@ -12,6 +12,7 @@ import io
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -32,7 +33,7 @@ from audit import (
 from audit.hashing import canonical_bytes, leaf_hash
 from gateway.auth.principal import Principal
 from gateway.kit.auditor import Auditor
-from gateway.kit.errors import Conflict, NotFound, ValidationFailed
+from gateway.kit.errors import Conflict, InternalError, NotFound, ValidationFailed
 from gateway.models import ReviewEntry, ReviewStatus
 from policies import DecisionKind
 
@@ -145,9 +146,21 @@ def checkpoint_note(session: Session) -> str:
     return latest.note
 
 
+@contextmanager
+def _proving() -> Iterator[None]:
+    """Answer a seq or size with no checkpoint as 404; a stored tree that cannot make a proof as a fault."""
+    try:
+        yield
+    except UnknownTreeSize as unknown:
+        raise NotFound(f"{unknown}") from None
+    except ProofError as broken:
+        # Sizes and seqs are checked first: what is left is a damaged store, not a bad request.
+        raise InternalError(f"the stored tree cannot make this proof ({broken}): run `gateway audit verify`") from None
+
+
 def prove_inclusion(session: Session, seq: int, tree_size: int | None) -> InclusionProofRead:
     """Return the inclusion proof of event `seq` against a stored checkpoint (the newest when no size is given)."""
-    try:
+    with _proving():
         if tree_size is None:
             latest = latest_checkpoint(session)
             if latest is None:
@@ -156,10 +169,6 @@ def prove_inclusion(session: Session, seq: int, tree_size: int | None) -> Inclus
         else:
             checkpoint_of_size(session, tree_size)
         proof = inclusion_proof(session, seq, tree_size)
-    except UnknownTreeSize as unknown:
-        raise NotFound(f"{unknown}") from None
-    except ProofError as broken:
-        raise NotFound(f"no proof can be made: {broken}") from None
     return InclusionProofRead(
         leaf_index=proof.leaf_index,
         tree_size=proof.tree_size,
@@ -172,14 +181,10 @@ def prove_consistency(session: Session, first: int, second: int) -> ConsistencyP
     """Return the consistency proof between two stored checkpoints."""
     if first > second:
         raise ValidationFailed(f"first ({first}) must not be larger than second ({second})")
-    try:
+    with _proving():
         checkpoint_of_size(session, first)
         checkpoint_of_size(session, second)
         proof = consistency_proof(session, first, second)
-    except UnknownTreeSize as unknown:
-        raise NotFound(f"{unknown}") from None
-    except ProofError as broken:
-        raise NotFound(f"no proof can be made: {broken}") from None
     return ConsistencyProofRead(first=first, second=second, path=[_b64(node) for node in proof.path])
 
 

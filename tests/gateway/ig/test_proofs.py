@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from audit import (
     AuditAction,
     AuditCheckpoint,
     AuditEvent,
+    AuditNode,
     NoteSigner,
     NoteVerifier,
     ProofError,
@@ -28,6 +30,7 @@ from gateway.keys import KeyFolder
 from gateway.kit.crypto import DataKeyring
 from gateway.settings import Settings
 from tests.gateway.helpers import last_event
+from tests.tamper import disable_audit_triggers
 from tests.gateway.ig.helpers import bearer, ig_token, member_token, partnership, pushed_child, view
 
 
@@ -247,3 +250,20 @@ def test_consistency_of_sizes_out_of_order_is_422_and_of_an_unknown_size_404(
     assert unknown_second.json()["detail"] == f"no checkpoint of tree size {second + 1}"
     assert missing.status_code == 422
     assert [e["location"] for e in missing.json()["errors"]] == ["query.second"]
+
+
+def test_a_proof_the_damaged_store_cannot_make_is_a_fault_not_a_404(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, two_checkpoints: TwoCheckpoints
+) -> None:
+    """A deleted node is tampering: the answer says to verify the log, not that nothing was found."""
+    size = two_checkpoints.second.tree_size
+    disable_audit_triggers(session)
+    session.execute(delete(AuditNode).where(AuditNode.level == 1, AuditNode.position == 0))
+    session.commit()
+
+    answer = client.get(f"/api/v1/audit/proof/3?tree_size={size}", headers=bearer(two_checkpoints.token))
+
+    assert answer.status_code == 500, answer.text
+    assert answer.json()["detail"] == (
+        "the stored tree cannot make this proof (the stored tree lacks node 1/0): run `gateway audit verify`"
+    )
