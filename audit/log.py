@@ -114,8 +114,14 @@ def record(session: Session, entries: Sequence[AuditRecord], *, now: datetime | 
         nodes.extend({"level": level, "position": position, "hash": node} for (level, position), node in tree.append(leaf))
     # RETURNING makes SQLAlchemy send one INSERT … VALUES (…), (…) per 1000 rows (insertmanyvalues)
     # on both drivers, where a plain executemany would send one INSERT per row; it also hands back
-    # the events as persistent objects, so that the append-only guard watches them.
-    inserted = insert(AuditEvent).returning(AuditEvent, sort_by_parameter_order=True)
+    # the events as persistent objects, so that the append-only guard watches them. render_nulls:
+    # rows whose None columns differ (a view's event beside a push's) still share one statement,
+    # where SQLAlchemy would otherwise start a new INSERT at every change of the columns set.
+    inserted = (
+        insert(AuditEvent)
+        .returning(AuditEvent, sort_by_parameter_order=True)
+        .execution_options(render_nulls=True)
+    )
     events = list(session.scalars(inserted, rows))
     if nodes:
         session.execute(insert(AuditNode), nodes)

@@ -381,3 +381,17 @@ def test_a_group_of_ids_of_the_wrong_length_is_refused() -> None:
 
     with pytest.raises(ValueError, match="not a multiple of 16"):
         decode_items(broken)
+
+
+def test_events_with_different_empty_columns_still_go_in_one_insert(session: Session) -> None:
+    """A view's event (child, purpose) beside a push's (neither): one INSERT, not one per change of shape."""
+    statements = _counting_statements(session)
+    child = uuid.uuid4()
+    mixed = [
+        _entry(child_id=child, purpose="child_protection") if n % 2 else _entry(detail={"n": n}) for n in range(40)
+    ]
+
+    events = record(session, mixed)
+
+    assert [e.child_id for e in events] == [child if n % 2 else None for n in range(40)]
+    assert len([s for s in statements if s.startswith("INSERT INTO audit_event")]) == 1
