@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev walkthrough bench
+.PHONY: demo test install install-dev walkthrough bench bench-audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(VENV)/.installed-dev
 walkthrough: $(VENV)/.installed
 	bash scripts/check_walkthrough.sh
 
-## Measure ingest and views on a scratch PostgreSQL database (GATEWAY_BENCH_DATABASE_URL); report in var/bench-latest.json
+## Measure ingest and views, then the audit log (bench-audit), each on its own scratch PostgreSQL database
+## (GATEWAY_BENCH_DATABASE_URL); reports in var/bench-latest.json and var/bench-audit-latest.json; fails if either does
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench; ingest=$$?; $(BIN)/python -m bench audit; audit=$$?; [ $$ingest -eq 0 ] && [ $$audit -eq 0 ]
+
+## Measure the audit log alone: appends from 4 writer processes, verify of 1,000,000 events, inclusion proofs served
+bench-audit: $(VENV)/.installed-dev
+	$(BIN)/python -m bench audit

@@ -1,10 +1,19 @@
-"""Run the benchmark: `python -m bench` (exit 1 when a correctness check fails)."""
+"""Run the benchmark: `python -m bench` (exit 1 when a correctness check fails).
 
+`python -m bench audit [--help]` runs the audit log's benchmark instead (bench/audit.py).
+"""
+
+import sys
 import warnings
 
 # Starlette deprecates its httpx-based test client in favour of httpx2, which is not installed;
 # the test helpers this benchmark reuses import it.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+
+if sys.argv[1:2] == ["audit"]:
+    from bench.audit import main as audit_main
+
+    raise SystemExit(audit_main(sys.argv[2:]))
 
 from bench.run import main  # noqa: E402  (after the filter, which must precede the import)
 
