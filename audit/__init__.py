@@ -9,9 +9,11 @@ from .log import (
     ItemDecisionRef,
     decode_items,
     install_append_only_guard,
+    integrate,
     record,
+    stage,
 )
-from .models import AuditBase, AuditCheckpoint, AuditEvent, AuditNode
+from .models import AuditBase, AuditCheckpoint, AuditEvent, AuditNode, AuditPending
 from .store import (
     ConsistencyProof,
     InclusionProof,
@@ -35,6 +37,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "AuditNode",
+    "AuditPending",
     "AuditRecord",
     "Checkpoint",
     "CheckpointError",
@@ -53,9 +56,11 @@ __all__ = [
     "decode_items",
     "inclusion_proof",
     "install_append_only_guard",
+    "integrate",
     "latest_checkpoint",
     "record",
     "sign_checkpoint",
+    "stage",
     "tree_size",
     "verify",
     "verify_consistency",

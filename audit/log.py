@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import delete, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .actions import ActorType, AuditAction, Outcome, ReviewReason
 from .hashing import GENESIS_HASH, canonical_bytes_of, leaf_hash
-from .models import AuditCheckpoint, AuditEvent, AuditNode
+from .models import AuditCheckpoint, AuditEvent, AuditNode, AuditPending
 from .store import compact_range
 
 # Any fixed 64-bit number will do; it only has to be the same in every process.
@@ -95,19 +95,71 @@ def record(session: Session, entries: Sequence[AuditRecord], *, now: datetime | 
     """
     if not entries:
         return []
+    _lock(session)
+    occurred = (now or datetime.now(UTC)).astimezone(UTC)
+    return _append(session, [_content(entry, occurred_at=occurred) for entry in entries])
+
+
+def stage(session: Session, entries: Sequence[AuditRecord], *, now: datetime | None = None) -> int:
+    """Keep events in `audit_pending`, in the caller's transaction, for `integrate` to append; return how many.
+
+    The deferred way to write the trail, for a busy service: a request's transaction inserts its
+    events as pending rows, taking no lock, and commits with them; `integrate` later gives them
+    their seqs, chain links and Merkle leaves in large batches, under the lock that `record` takes.
+    An event is thus in the database with what it records (same transaction) at once, and in the
+    tamper-evident trail once integrated. Pending rows keep their time; `items`, `detail` and
+    `review` are stored as `record` stores them.
+    """
+    if not entries:
+        return 0
+    occurred = (now or datetime.now(UTC)).astimezone(UTC)
+    session.execute(
+        insert(AuditPending).execution_options(render_nulls=True),
+        [_content(entry, occurred_at=occurred) for entry in entries],
+    )
+    return len(entries)
+
+
+def integrate(session: Session, *, limit: int = 10_000, wait: bool = True) -> list[AuditEvent]:
+    """Append up to `limit` pending events to the trail, oldest first, and delete them from `audit_pending`.
+
+    Takes the append lock as `record` does (with `wait=False`, returns nothing at once if another
+    process holds it, on PostgreSQL). Never commits: appended and deleted together, or neither.
+    Returns the events appended, in seq order.
+    """
+    if not _lock(session, wait=wait):
+        return []
+    pending = session.execute(
+        select(AuditPending.id, *(getattr(AuditPending, name) for name in _CONTENT)).order_by(AuditPending.id).limit(limit)
+    ).all()
+    if not pending:
+        return []
+    events = _append(session, [{name: row._mapping[name] for name in _CONTENT} for row in pending])
+    session.execute(delete(AuditPending).where(AuditPending.id.in_([row.id for row in pending])))
+    return events
+
+
+def _lock(session: Session, *, wait: bool = True) -> bool:
     # Each run of the suite takes only one side of this on its own database; the lock itself is
     # checked on every run by a test with a PostgreSQL-dialect session.
-    if session.get_bind().dialect.name == "postgresql":  # pragma: no branch
+    if session.get_bind().dialect.name != "postgresql":  # pragma: no branch
+        return True  # SQLite: BEGIN IMMEDIATE already made this the one writer
+    if wait:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
+        return True
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}))
+
+
+def _append(session: Session, contents: Sequence[dict[str, Any]]) -> list[AuditEvent]:
+    """Chain and hash events' contents after the tail, store them and the nodes they complete (lock held)."""
     tail = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
     seq, prev_hash = (0, GENESIS_HASH) if tail is None else (tail[0], tail[1])
     tree = compact_range(session, seq, known={} if tail is None else {(0, seq - 1): bytes.fromhex(prev_hash)})
-    occurred = (now or datetime.now(UTC)).astimezone(UTC)
     rows = []
     nodes: list[dict[str, Any]] = []
-    for entry in entries:
+    for content in contents:
         seq += 1
-        row = _row(entry, seq=seq, occurred_at=occurred, prev_hash=prev_hash)
+        row = {**content, "seq": seq, "prev_hash": prev_hash}
         leaf = leaf_hash(canonical_bytes_of(row))
         row["hash"] = prev_hash = leaf.hex()
         rows.append(row)
@@ -155,9 +207,28 @@ def _grouped(items: Sequence[ItemDecisionRef]) -> list[dict[str, str]]:
     ]
 
 
-def _row(entry: AuditRecord, *, seq: int, occurred_at: datetime, prev_hash: str) -> dict[str, Any]:
+# The columns of an event's content: all it holds but its place in the trail (seq, prev_hash, hash).
+_CONTENT = (
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "actor_agency",
+    "actor_role",
+    "action",
+    "outcome",
+    "child_id",
+    "purpose",
+    "lawful_basis",
+    "policy_version",
+    "items",
+    "detail",
+    "request_id",
+    "trace_id",
+)
+
+
+def _content(entry: AuditRecord, *, occurred_at: datetime) -> dict[str, Any]:
     return {
-        "seq": seq,
         "occurred_at": occurred_at,
         "actor_type": entry.actor.type.value,
         "actor_id": entry.actor.id,
@@ -173,7 +244,6 @@ def _row(entry: AuditRecord, *, seq: int, occurred_at: datetime, prev_hash: str)
         "detail": {**entry.detail, "review": sorted({reason.value for reason in entry.review})} if entry.review else dict(entry.detail),
         "request_id": entry.request_id,
         "trace_id": entry.trace_id,
-        "prev_hash": prev_hash,
     }
 
 

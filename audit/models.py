@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, MetaData, SmallInteger, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -81,3 +81,31 @@ class AuditCheckpoint(AuditBase):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditPending(AuditBase):
+    """An event kept by `audit.stage` in its request's transaction, waiting for `audit.integrate`.
+
+    Its content, as the event will hold it; its id orders integration. Integration deletes it in
+    the transaction that appends it to the trail.
+    """
+
+    __tablename__ = "audit_pending"
+
+    # INTEGER on SQLite, where only an INTEGER PRIMARY KEY counts up by itself.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(255))
+    actor_agency: Mapped[str | None] = mapped_column(String(32))
+    actor_role: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    child_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    purpose: Mapped[str | None] = mapped_column(String(32))
+    lawful_basis: Mapped[str | None] = mapped_column(String(255))
+    policy_version: Mapped[str | None] = mapped_column(String(128))
+    items: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    trace_id: Mapped[str | None] = mapped_column(String(64))

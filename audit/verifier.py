@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from .checkpoint import Checkpoint, CheckpointError, NoteVerifier
 from .hashing import GENESIS_HASH, HASHED_COLUMNS, canonical_bytes_of, leaf_hash
-from .models import AuditCheckpoint, AuditEvent, AuditNode
+from .models import AuditCheckpoint, AuditEvent, AuditNode, AuditPending
 from .store import compact_range, fetch_nodes, nodes_completed_within
 from .tree import CompactRange, Node, ProofError, inclusion_spans, nodes_for, span_hash, verify_inclusion
 
@@ -41,6 +41,8 @@ class VerificationResult:
     checkpoints_checked: int = 0
     signatures_checked: bool = False
     bad_checkpoint: int | None = None
+    # Events staged by requests and not yet integrated: in the database, not yet in the tree.
+    pending: int = 0
 
 
 class _Broken(Exception):
@@ -69,7 +71,8 @@ def verify(
       result says so (`signatures_checked`).
     - `trusted` (a checkpoint the caller has verified, e.g. from an earlier run): the stored tree
       must reproduce its root and hold its last event; only events after it are walked.
-    - Stops at the first problem and names it. When intact, returns the root over all events.
+    - Stops at the first problem and names it. When intact, returns the root over all events, and
+      how many staged events wait to be integrated (in the database, not yet in the tree).
     """
     walk = _Walk(session, verifier, batch_size)
     try:
@@ -94,6 +97,7 @@ def verify(
         root_hash=walk.tree.root().hex() if walk.tree.size else None,
         checkpoints_checked=walk.checkpoints,
         signatures_checked=verifier is not None,
+        pending=session.scalar(select(func.count()).select_from(AuditPending)) or 0,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
 
@@ -13,7 +14,7 @@ from gateway.auth.dependencies import authenticate, require_client, require_staf
 from gateway.auth.endpoints import router as token_router
 from gateway.child_view.endpoints import router as child_view_router
 from gateway.health.endpoints import router as health_router
-from gateway.ig.checkpointer import InlineSigner, run_checkpointer
+from gateway.ig.checkpointer import InlineSigner, integrate_pending, run_audit_worker
 from gateway.ig.endpoints import fhir_router as ig_fhir_router
 from gateway.ig.endpoints import open_router as audit_open_router
 from gateway.ig.endpoints import router as ig_router
@@ -42,17 +43,30 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     configure_logging(settings.log_level)
     configure_tracing(settings)
 
+    deferred = settings.audit_deferred()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         interval = settings.audit_checkpoint_interval_s
-        signer = None if interval <= 0 else asyncio.create_task(
-            run_checkpointer(app.state.sessionmaker, app.state.audit_signer, interval_s=interval)
-        )
+        worker = None
+        if deferred or interval > 0:
+            worker = asyncio.create_task(
+                run_audit_worker(
+                    app.state.sessionmaker,
+                    app.state.audit_signer,
+                    deferred=deferred,
+                    integration_interval_s=settings.audit_integration_interval_s,
+                    checkpoint_interval_s=interval,
+                )
+            )
         yield
-        if signer is not None:
-            signer.cancel()
+        if worker is not None:
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await signer
+                await worker
+        if deferred:
+            # What this process's last requests staged goes into the trail before it exits.
+            await anyio.to_thread.run_sync(integrate_pending, app.state.sessionmaker)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -65,12 +79,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.settings = settings
     app.state.engine = engine or build_engine(settings.database_url, settings.database_limits())
-    app.state.sessionmaker = build_sessionmaker(app.state.engine)
+    app.state.sessionmaker = build_sessionmaker(app.state.engine, deferred_audit=deferred)
     keys = KeyFolder(settings.keys_dir)
     app.state.signing_keys = keys.signing_keys()
     app.state.keyring = keys.data_keyring()
     app.state.audit_signer = keys.audit_signer()
-    if settings.audit_checkpoint_interval_s > 0:
+    if settings.audit_checkpoint_interval_s > 0 and not deferred:
         InlineSigner(app.state.audit_signer, interval_s=settings.audit_checkpoint_interval_s).install(
             app.state.sessionmaker
         )

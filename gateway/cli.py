@@ -329,6 +329,8 @@ def audit_verify(
             f"audit trail intact: {result.events_checked} events, {result.checkpoints_checked} signed checkpoints, "
             f"root {result.root_hash or '(empty)'}"
         )
+        if result.pending:
+            typer.echo(f"{result.pending} staged events wait to be integrated (a running gateway does so within a second)")
         return
     typer.echo(f"AUDIT TRAIL BROKEN: {result.problem}", err=True)
     if result.first_broken_seq is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,17 @@ class Settings(BaseSettings):
         ge=0,
         description="How often each process signs a checkpoint while events arrive; 0 turns its signer off.",
     )
+    audit_append: Literal["auto", "inline", "deferred"] = Field(
+        default="auto",
+        description=(
+            "inline: each commit appends its audit events under the trail's lock; deferred: each commit "
+            "stages them and an integrator appends them in batches (for many concurrent writers); "
+            "auto: deferred on PostgreSQL, inline on SQLite (one writer at a time anyway)."
+        ),
+    )
+    audit_integration_interval_s: float = Field(
+        default=0.1, gt=0, le=5, description="How often the integrator appends staged audit events (deferred)."
+    )
     review_timezone: str = Field(default="Europe/London", description="Time zone of the working day, for review flags.")
     review_working_hours: str = Field(
         default="08:00-18:00",
@@ -82,6 +94,12 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, description="Connections per worker process (as many again on overflow).")
     db_pool_timeout_s: int = Field(default=10, ge=1, description="Longest wait for a pooled connection.")
+
+    def audit_deferred(self) -> bool:
+        """Say whether commits stage their audit events for the integrator (see audit_append)."""
+        if self.audit_append == "auto":
+            return self.database_url.startswith("postgresql")
+        return self.audit_append == "deferred"
 
     def database_limits(self) -> DatabaseLimits:
         """Return how long the gateway waits on its database."""

@@ -94,6 +94,8 @@ def settings(database_url: str, keys_dir: Path) -> Settings:
         database_url=database_url,
         keys_dir=keys_dir,
         audit_checkpoint_interval_s=0,
+        # Each commit appends its own events, so that a test reads them as soon as its request returns.
+        audit_append="inline",
         review_working_hours="00:00-00:00",
         review_working_days="1-7",
     )

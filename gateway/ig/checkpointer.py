@@ -1,13 +1,19 @@
-"""Sign a checkpoint of the audit log at least once a second while events arrive.
+"""Integrate staged audit events, and sign a checkpoint of the log at least once a second while events arrive.
 
-Two ways, because either alone can fail the promise:
-- inline: a transaction that appends events also signs a checkpoint of them when the newest is
+With deferred appends (GATEWAY_AUDIT_APPEND, deferred on PostgreSQL), requests stage their events
+and each worker's audit worker integrates them every GATEWAY_AUDIT_INTEGRATION_INTERVAL_S (0.1 s):
+one process at a time takes the trail's lock and appends all that is staged, a batch per
+transaction; the others find the lock taken and return at once.
+
+Checkpoints are signed in two ways, because either alone can fail the promise:
+- inline (with inline appends): a transaction that appends events also signs a checkpoint of them when the newest is
   older than the interval (looked up at most once per interval per process). Under a steady
   stream of writes this is what signs: a separate signer can wait behind the writers for
   SQLite's one write lock for as long as they keep coming;
 - in the background: each worker process looks every interval (two indexed reads) whether the
   trail has grown past the newest checkpoint, and if so signs one. This covers the last events
-  before a quiet spell. The work runs in a thread: the event loop is never blocked.
+  before a quiet spell, and with deferred appends it is the only way. The work runs in a
+  thread: the event loop is never blocked.
 
 Signing takes a PostgreSQL advisory lock, so that several processes make one checkpoint per size
 (audit.sign_checkpoint); an appender takes it after the append lock, the background signer
@@ -23,12 +29,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import anyio
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AuditCheckpoint, NoteSigner, latest_checkpoint, sign_checkpoint, tree_size
-from gateway.kit.auditor import APPENDED
+from audit import AuditCheckpoint, NoteSigner, integrate, latest_checkpoint, sign_checkpoint, tree_size
+from gateway.kit.auditor import APPENDED, queue_for_review
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +51,49 @@ def sign_if_grown(factory: sessionmaker[Session], signer: NoteSigner) -> AuditCh
         return None if latest is not None and signed.tree_size == latest.tree_size else signed
 
 
-async def run_checkpointer(factory: sessionmaker[Session], signer: NoteSigner, *, interval_s: float) -> None:
-    """Sign checkpoints every `interval_s` seconds until cancelled; a failed round is logged and retried."""
+def integrate_pending(factory: sessionmaker[Session], *, limit: int = 10_000, rounds: int = 100) -> int:
+    """Append staged audit events to the trail, `limit` a transaction, until none are left; return how many.
+
+    Another process integrating at the time makes this return at once (it holds the lock and will
+    take these too). Flagged events go on the review queue in the transaction that appends them.
+    """
+    appended = 0
+    for _ in range(rounds):
+        with factory() as session:
+            events = integrate(session, limit=limit, wait=False)
+            queue_for_review(session, events)
+            session.commit()
+        appended += len(events)
+        if len(events) < limit:
+            break
+    return appended
+
+
+async def run_audit_worker(
+    factory: sessionmaker[Session],
+    signer: NoteSigner,
+    *,
+    deferred: bool,
+    integration_interval_s: float,
+    checkpoint_interval_s: float,
+) -> None:
+    """Until cancelled: integrate staged events (deferred) and sign checkpoints while the trail grows.
+
+    A failed round is logged and the next one tries again.
+    """
+    tick = integration_interval_s if deferred else checkpoint_interval_s
+    next_signature = time.monotonic()
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(tick)
         try:
-            await anyio.to_thread.run_sync(sign_if_grown, factory, signer)
+            if deferred:
+                await anyio.to_thread.run_sync(integrate_pending, factory)
+            if checkpoint_interval_s > 0 and time.monotonic() >= next_signature:
+                next_signature = time.monotonic() + checkpoint_interval_s
+                await anyio.to_thread.run_sync(sign_if_grown, factory, signer)
         except SQLAlchemyError as failure:
             # The class name only: a driver's message may quote a statement's parameters.
-            log.warning("audit checkpoint not signed this round", extra={"error": type(failure).__name__})
+            log.warning("audit integration or checkpoint failed this round", extra={"error": type(failure).__name__})
 
 
 class InlineSigner:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union
 from sqlalchemy.orm import Session
 
-from audit import ActorType, AuditAction, AuditEvent, AuditRecord, Outcome, ReviewReason
+from audit import ActorType, AuditAction, AuditEvent, AuditPending, AuditRecord, Outcome, ReviewReason
 from gateway.settings import Settings
 
 
@@ -74,15 +74,17 @@ class PartnershipReviewRules:
         return dataclasses.replace(entry, review=(*entry.review, *earned), detail=detail)
 
     def children_opened_today(self, session: Session, entry: AuditRecord, local: datetime) -> int:
-        """Return how many other children this person opened since local midnight."""
+        """Return how many other children this person opened since local midnight (staged views too)."""
         since = datetime.combine(local.date(), time(0), tzinfo=self.zone).astimezone(UTC)
-        count = session.scalar(
-            select(func.count(func.distinct(AuditEvent.child_id))).where(
-                AuditEvent.actor_id == entry.actor.id,
-                AuditEvent.action == AuditAction.STAFF_VIEW_OPENED.value,
-                AuditEvent.outcome == Outcome.SUCCESS.value,
-                AuditEvent.occurred_at >= since,
-                AuditEvent.child_id != entry.child_id,
+        opened = [
+            select(table.child_id).where(
+                table.actor_id == entry.actor.id,
+                table.action == AuditAction.STAFF_VIEW_OPENED.value,
+                table.outcome == Outcome.SUCCESS.value,
+                table.occurred_at >= since,
+                table.child_id != entry.child_id,
             )
-        )
-        return int(count or 0)
+            for table in (AuditEvent, AuditPending)
+        ]
+        children = union(*opened).subquery()
+        return int(session.scalar(select(func.count()).select_from(children)) or 0)

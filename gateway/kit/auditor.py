@@ -20,7 +20,7 @@ from opentelemetry import trace
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from audit import Actor, AuditAction, AuditEvent, AuditRecord, ItemDecisionRef, Outcome, ReviewReason, record
+from audit import Actor, AuditAction, AuditEvent, AuditRecord, ItemDecisionRef, Outcome, ReviewReason, record, stage
 
 from .errors import GatewayError
 
@@ -168,17 +168,28 @@ def _append_pending(session: Session) -> None:
     events = record(session, [kept.entry for kept in pending])
     if events:
         session.info[APPENDED] = True
-    to_review = [appended for appended in events if appended.detail.get("review")]
-    if to_review:
-        _queue_for_review(session, to_review)
+    queue_for_review(session, events)
     span = trace.get_current_span()
     if events and span.is_recording():
         # From a trace to its events: seqs are not personal data.
         span.set_attribute("gateway.audit.seqs", [appended.seq for appended in events])
 
 
-def _queue_for_review(session: Session, events: Sequence[AuditEvent]) -> None:
-    """Put flagged events on the IG review queue, once per reason (volume: once per person and day)."""
+def _stage_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint is released: its events wait for the real commit
+    pending: list[_Pending] = session.info.pop(_PENDING, [])
+    stage(session, [kept.entry for kept in pending])
+
+
+def queue_for_review(session: Session, events: Sequence[AuditEvent]) -> None:
+    """Put the flagged ones of appended events on the IG review queue, once per reason (volume: once per person and day)."""
+    flagged = [appended for appended in events if appended.detail.get("review")]
+    if flagged:
+        _queue(session, flagged)
+
+
+def _queue(session: Session, events: Sequence[AuditEvent]) -> None:
     # Imported here: kit.db imports this module to install the hooks.
     from gateway.models.review import ReviewEntry
 
@@ -215,7 +226,12 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
     session.info[_PENDING] = [kept for kept in pending if previous_transaction not in kept.transactions]
 
 
-def install_auditor_hooks(factory: sessionmaker[Session]) -> None:
-    """Make sessions of `factory` append kept events at commit and drop them on rollback."""
-    event.listen(factory, "before_commit", _append_pending)
+def install_auditor_hooks(factory: sessionmaker[Session], *, deferred: bool = False) -> None:
+    """Make sessions of `factory` append kept events at commit (or stage them, `deferred`) and drop them on rollback.
+
+    Deferred, a commit inserts its events into `audit_pending` without taking the trail's lock,
+    and the integrator (gateway/ig/checkpointer.py) appends them, a batch at a time: the way for
+    many concurrent writers. Otherwise each commit appends its own events under the lock.
+    """
+    event.listen(factory, "before_commit", _stage_pending if deferred else _append_pending)
     event.listen(factory, "after_soft_rollback", _drop_rolled_back)

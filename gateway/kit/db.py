@@ -91,17 +91,22 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def configure_sessionmaker(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+def configure_sessionmaker(factory: sessionmaker[Session], *, deferred_audit: bool = False) -> sessionmaker[Session]:
     """Install the audit trail's guard and the auditor's commit hooks on a session factory."""
     install_append_only_guard(factory)
-    install_auditor_hooks(factory)
+    install_auditor_hooks(factory, deferred=deferred_audit)
     return factory
 
 
-def build_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Create the session factory the app and the commands use (its sessions may write)."""
+def build_sessionmaker(engine: Engine, *, deferred_audit: bool = False) -> sessionmaker[Session]:
+    """Create the session factory the app and the commands use (its sessions may write).
+
+    `deferred_audit`: commits stage their audit events for the integrator instead of appending
+    them (gateway/kit/auditor.py).
+    """
     bind = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}) if engine.dialect.name == "sqlite" else engine
-    return configure_sessionmaker(sessionmaker(bind=bind, expire_on_commit=False, autoflush=False))
+    factory = sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
+    return configure_sessionmaker(factory, deferred_audit=deferred_audit)
 
 
 def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any], *, unique: list[str]) -> bool:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.event import listen
 from sqlalchemy.orm import Session
 
@@ -20,13 +21,18 @@ from audit import (
     AuditAction,
     AuditEvent,
     AuditNode,
+    AuditPending,
     AuditRecord,
     ItemDecisionRef,
     Outcome,
+    ReviewReason,
     decode_items,
+    integrate,
     record,
+    stage,
     verify,
 )
+from audit.log import _lock
 from audit.store import compact_range
 from audit.hashing import GENESIS_HASH, canonical_bytes, event_hash, leaf_hash
 from tests.tamper import disable_audit_triggers
@@ -395,3 +401,68 @@ def test_events_with_different_empty_columns_still_go_in_one_insert(session: Ses
 
     assert [e.child_id for e in events] == [child if n % 2 else None for n in range(40)]
     assert len([s for s in statements if s.startswith("INSERT INTO audit_event")]) == 1
+
+
+def test_staged_events_wait_in_pending_and_integrate_into_the_chain_in_order(session: Session) -> None:
+    tail = _append(session, 1)[0]
+    child = uuid.uuid4()
+
+    staged = stage(session, [_entry(detail={"n": n}, child_id=child if n else None) for n in range(3)])
+    staged += stage(session, [_entry(detail={"n": 3}, review=[ReviewReason.VOLUME])])
+    assert staged == 4 and stage(session, []) == 0
+    assert session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.seq > tail.seq)) == 0
+
+    first = integrate(session, limit=3)
+    rest = integrate(session)
+
+    assert [e.seq for e in first + rest] == list(range(tail.seq + 1, tail.seq + 5))
+    assert [e.detail["n"] for e in first + rest] == [0, 1, 2, 3]
+    assert [e.child_id for e in first] == [None, child, child]
+    assert rest[0].detail["review"] == ["volume"]
+    assert first[0].prev_hash == tail.hash and rest[0].prev_hash == first[-1].hash
+    assert session.scalar(select(func.count()).select_from(AuditPending)) == 0
+    assert integrate(session) == []
+    assert verify(session).ok
+
+
+def test_staging_keeps_the_time_it_was_staged_at(session: Session) -> None:
+    at = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+    stage(session, [_entry()], now=at)
+
+    [event] = integrate(session)
+
+    assert event.occurred_at.replace(tzinfo=event.occurred_at.tzinfo or UTC) == at
+
+
+def test_the_database_refuses_to_change_a_staged_event(session: Session) -> None:
+    stage(session, [_entry()])
+
+    with pytest.raises(DBAPIError), session.begin_nested():
+        session.execute(text("UPDATE audit_pending SET actor_id = 'mallory'"))
+
+
+def test_an_integrator_that_may_not_wait_gives_way_on_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked without a server: a second integrator asks once for the lock and returns if it is taken."""
+    statements: list[str] = []
+
+    def scalar(statement: object, params: object = None) -> bool:
+        statements.append(str(statement))
+        return False
+
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with Session(engine) as pg_session:
+        monkeypatch.setattr(pg_session, "scalar", scalar)
+
+        assert integrate(pg_session, wait=False) == []
+    engine.dispose()
+
+    assert statements == ["SELECT pg_try_advisory_xact_lock(:key)"]
+
+
+def test_sqlite_needs_no_append_lock_of_its_own() -> None:
+    """BEGIN IMMEDIATE already makes a SQLite writer the only one (checked on PostgreSQL runs too)."""
+    engine = create_engine("sqlite://")
+    with Session(engine) as sqlite_session:
+        assert _lock(sqlite_session, wait=False) is True
+        assert sqlite_session.get_transaction() is None  # nothing was sent
+    engine.dispose()

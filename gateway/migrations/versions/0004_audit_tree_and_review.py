@@ -4,6 +4,8 @@
   up), so that appends and proofs read O(log n) rows; filled here for the events already stored.
 - `audit_checkpoint`: signed checkpoints (C2SP signed notes), one per tree size.
 - Both are append-only in the database, as `audit_event` is.
+- `audit_pending`: events kept by a request's transaction for the integrator to append
+  (`audit.stage`, `audit.integrate`); the database refuses to change one, only to delete it.
 - `review_entry`: the IG review queue.
 - Indexes for the IG officer's filters: trace id, and actor by time.
 
@@ -42,6 +44,26 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=False),
         sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("tree_size", name=op.f("pk_audit_checkpoint")),
+    )
+    op.create_table(
+        "audit_pending",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor_type", sa.String(length=16), nullable=False),
+        sa.Column("actor_id", sa.String(length=255), nullable=False),
+        sa.Column("actor_agency", sa.String(length=32), nullable=True),
+        sa.Column("actor_role", sa.String(length=64), nullable=True),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("child_id", sa.Uuid(), nullable=True),
+        sa.Column("purpose", sa.String(length=32), nullable=True),
+        sa.Column("lawful_basis", sa.String(length=255), nullable=True),
+        sa.Column("policy_version", sa.String(length=128), nullable=True),
+        sa.Column("items", sa.JSON(), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column("trace_id", sa.String(length=64), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_pending")),
     )
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.create_index("ix_audit_event_trace_id", ["trace_id"], unique=False)
@@ -121,7 +143,15 @@ def _refuse_changes() -> None:
                 f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION audit_tree_append_only()"
             )
+        op.execute(
+            "CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pending "
+            "FOR EACH ROW EXECUTE FUNCTION audit_tree_append_only()"
+        )
     else:
+        op.execute(
+            "CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pending "
+            "BEGIN SELECT RAISE(ABORT, 'audit_pending is append-only: UPDATE refused'); END"
+        )
         for table in _APPEND_ONLY:
             for operation in ("UPDATE", "DELETE"):
                 op.execute(
@@ -135,6 +165,7 @@ def downgrade() -> None:
         for table in _APPEND_ONLY:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_change ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+        op.execute("DROP TRIGGER IF EXISTS audit_pending_no_update ON audit_pending")
         op.execute("DROP FUNCTION IF EXISTS audit_tree_append_only()")
     with op.batch_alter_table("review_entry", schema=None) as batch_op:
         batch_op.drop_index("ix_review_entry_status_flagged")
@@ -144,5 +175,6 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_event_actor_id_occurred_at")
         batch_op.drop_index("ix_audit_event_trace_id")
+    op.drop_table("audit_pending")
     op.drop_table("audit_checkpoint")
     op.drop_table("audit_node")

@@ -16,7 +16,7 @@ from audit import AuditCheckpoint, NoteSigner, latest_checkpoint, sign_checkpoin
 from audit.store import root_at
 from gateway.auth.keys import SigningKeys
 from gateway.ig import checkpointer
-from gateway.ig.checkpointer import run_checkpointer, sign_if_grown
+from gateway.ig.checkpointer import run_audit_worker, sign_if_grown
 from gateway.kit.crypto import DataKeyring
 from gateway.settings import Settings
 from tests.gateway.ig.helpers import partnership, pushed_child
@@ -107,7 +107,11 @@ def test_the_background_signer_signs_then_logs_a_failed_round_and_carries_on(
     monkeypatch.setattr(checkpointer, "sign_if_grown", flaky)
 
     async def run_briefly() -> None:
-        task = asyncio.create_task(run_checkpointer(test_sessionmaker, signer, interval_s=0.01))
+        task = asyncio.create_task(
+            run_audit_worker(
+                test_sessionmaker, signer, deferred=False, integration_interval_s=0.01, checkpoint_interval_s=0.01
+            )
+        )
         while len(rounds) < 3:
             await asyncio.sleep(0.01)
         task.cancel()
@@ -119,7 +123,7 @@ def test_the_background_signer_signs_then_logs_a_failed_round_and_carries_on(
 
     assert len(rounds) >= 3  # a failed round did not stop the signer
     [warning] = [r for r in caplog.records if r.name == "gateway.ig.checkpointer"]
-    assert warning.getMessage() == "audit checkpoint not signed this round"
+    assert warning.getMessage() == "audit integration or checkpoint failed this round"
     assert warning.__dict__["error"] == "OperationalError"  # the class name only, never the statement's values
     assert "secret" not in str(warning.__dict__) and "locked" not in str(warning.__dict__)
 

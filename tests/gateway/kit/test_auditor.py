@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from opentelemetry import trace
-from sqlalchemy import func, select
-from sqlalchemy.event import listen
-from sqlalchemy.orm import Session
+import uuid
 
-from audit import Actor, ActorType, AuditAction, AuditEvent, Outcome, verify
+from opentelemetry import trace
+from sqlalchemy import Connection, func, select
+from sqlalchemy.event import listen
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit import Actor, ActorType, AuditAction, AuditEvent, AuditPending, Outcome, ReviewReason, verify
+from gateway.ig.checkpointer import integrate_pending
 from gateway.kit.auditor import Auditor, commit_refusal
+from gateway.kit.db import configure_sessionmaker
+from gateway.models import ReviewEntry
 from gateway.kit.errors import Forbidden
 
 ACTOR = Actor(type=ActorType.CLIENT, id="test-client", agency="health")
@@ -114,3 +119,31 @@ def test_an_event_needs_an_actor(session: Session) -> None:
     else:
         raise AssertionError("an event without an actor was kept")
     auditor.record(AuditAction.CLIENT_TOKEN_ISSUED, actor=ACTOR)  # naming one per event is enough
+
+
+def test_deferred_commits_stage_their_events_and_the_integrator_appends_and_queues_them(
+    connection: Connection,
+) -> None:
+    """Deferred (PostgreSQL's way): a commit takes no lock; the integrator chains, queues and clears."""
+    factory = configure_sessionmaker(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False),
+        deferred_audit=True,
+    )
+    with factory() as session:
+        before = _count(session)
+        auditor = Auditor(session, Actor(type=ActorType.USER, id="someone@test.example", agency="police"))
+        auditor.record(AuditAction.STAFF_VIEW_OPENED, child_id=uuid.uuid4(), review=[ReviewReason.BREAK_GLASS])
+        auditor.record(AuditAction.STAFF_SEARCH_PERFORMED)
+        session.commit()
+        assert _count(session) == before
+        assert session.scalar(select(func.count()).select_from(AuditPending)) == 2
+
+        assert integrate_pending(factory, limit=1) == 2  # a batch at a time, until none are left
+
+        assert _count(session) == before + 2
+        assert session.scalar(select(func.count()).select_from(AuditPending)) == 0
+        flagged = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(2)).all()[-1]
+        entry = session.scalar(select(ReviewEntry).where(ReviewEntry.seq == flagged.seq))
+        assert entry is not None and entry.reason == ReviewReason.BREAK_GLASS
+        assert integrate_pending(factory) == 0
+        assert verify(session).ok
