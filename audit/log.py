@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ARRAY, BigInteger, any_, bindparam, delete, event, insert, select, text
+from sqlalchemy import ARRAY, BigInteger, ColumnElement, any_, bindparam, delete, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .actions import ActorType, AuditAction, Outcome, ReviewReason
@@ -136,14 +136,18 @@ def integrate(session: Session, *, limit: int = 10_000, wait: bool = True) -> li
         return []
     events = _append(session, [{name: row._mapping[name] for name in _CONTENT} for row in pending])
     ids = [row.id for row in pending]
-    # Exactly the rows integrated (never a range: a lower id may commit after this read), as one
-    # array parameter on PostgreSQL, where ten thousand placeholders would cost more to parse.
-    if session.get_bind().dialect.name == "postgresql":
-        chosen = AuditPending.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
-    else:
-        chosen = AuditPending.id.in_(ids)
-    session.execute(delete(AuditPending).where(chosen))
+    session.execute(delete(AuditPending).where(_pending_with_ids(session.get_bind().dialect.name, ids)))
     return events
+
+
+def _pending_with_ids(dialect: str, ids: list[int]) -> ColumnElement[bool]:
+    """Return the condition for exactly these pending rows (never a range: a lower id may commit later).
+
+    On PostgreSQL one array parameter, where ten thousand placeholders would cost more to parse.
+    """
+    if dialect == "postgresql":
+        return AuditPending.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+    return AuditPending.id.in_(ids)
 
 
 def _lock(session: Session, *, wait: bool = True) -> bool:

@@ -32,7 +32,7 @@ from audit import (
     stage,
     verify,
 )
-from audit.log import _lock
+from audit.log import _lock, _pending_with_ids
 from audit.store import compact_range
 from audit.hashing import GENESIS_HASH, canonical_bytes, event_hash, leaf_hash
 from tests.tamper import disable_audit_triggers
@@ -465,4 +465,17 @@ def test_sqlite_needs_no_append_lock_of_its_own() -> None:
     with Session(engine) as sqlite_session:
         assert _lock(sqlite_session, wait=False) is True
         assert sqlite_session.get_transaction() is None  # nothing was sent
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("dialect", "rendered"),
+    [("postgresql", "audit_pending.id = ANY (%(ids)s::BIGINT[])"), ("sqlite", "audit_pending.id IN (__[POSTCOMPILE_id_1])")],
+)
+def test_integrated_rows_are_deleted_by_their_ids_never_by_a_range(dialect: str, rendered: str) -> None:
+    """Each run of the suite deletes on one database; both conditions are checked on every run."""
+    condition = _pending_with_ids(dialect, [3, 5, 8])
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none" if dialect == "postgresql" else "sqlite://")
+
+    assert str(condition.compile(engine)) == rendered
     engine.dispose()
