@@ -34,9 +34,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AuditCheckpoint, NoteSigner, integrate, latest_checkpoint, sign_checkpoint, tree_size
-from gateway.kit.auditor import APPENDED, queue_for_review
+from gateway.kit.auditor import APPENDED, STAGED, queue_for_review
 
 log = logging.getLogger(__name__)
+
+# How often a worker looks for staged events it was not told of (another process's, a dead one's).
+SWEEP_INTERVAL_S = 1.0
 
 
 def sign_if_grown(factory: sessionmaker[Session], signer: NoteSigner) -> AuditCheckpoint | None:
@@ -82,11 +85,15 @@ async def run_audit_worker(
     A failed round is logged and the next one tries again.
     """
     tick = integration_interval_s if deferred else checkpoint_interval_s
-    next_signature = time.monotonic()
+    next_signature = next_sweep = time.monotonic()
     while True:
         await asyncio.sleep(tick)
         try:
-            if deferred:
+            # This process's requests staged something, or it is time to sweep for rows staged
+            # elsewhere (another process, one that died): an idle worker does not query 10 times a second.
+            if deferred and (STAGED.is_set() or time.monotonic() >= next_sweep):
+                STAGED.clear()
+                next_sweep = time.monotonic() + SWEEP_INTERVAL_S
                 await anyio.to_thread.run_sync(integrate_pending, factory)
             if checkpoint_interval_s > 0 and time.monotonic() >= next_signature:
                 next_signature = time.monotonic() + checkpoint_interval_s

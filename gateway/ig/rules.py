@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, union
+from sqlalchemy import Select, func, select, union
 from sqlalchemy.orm import Session
 
 from audit import ActorType, AuditAction, AuditEvent, AuditPending, AuditRecord, Outcome, ReviewReason
+from gateway.models import ReviewEntry
 from gateway.settings import Settings
 
 
@@ -65,7 +67,7 @@ class PartnershipReviewRules:
             if not working_day or not in_hours:
                 earned.append(ReviewReason.OUT_OF_HOURS)
             others = self.children_opened_today(session, entry, local)
-            if others >= self.daily_children:
+            if others is not None and others >= self.daily_children:
                 earned.append(ReviewReason.VOLUME)
                 detail["review_day"] = local.date().isoformat()
                 detail["children_today"] = others + 1
@@ -73,18 +75,33 @@ class PartnershipReviewRules:
             return entry
         return dataclasses.replace(entry, review=(*entry.review, *earned), detail=detail)
 
-    def children_opened_today(self, session: Session, entry: AuditRecord, local: datetime) -> int:
-        """Return how many other children this person opened since local midnight (staged views too)."""
+    def children_opened_today(self, session: Session, entry: AuditRecord, local: datetime) -> int | None:
+        """Return how many other children this person opened since local midnight (staged views too).
+
+        None, without counting, when the count cannot have reached the threshold: this child was
+        opened already today and the person is not on the queue for volume today. A view of a child
+        seen today adds no child, so only a person already over the threshold needs the count
+        (their repeat views carry the flag too); the count grows with the day's views, the two
+        checks do not.
+        """
         since = datetime.combine(local.date(), time(0), tzinfo=self.zone).astimezone(UTC)
-        opened = [
-            select(table.child_id).where(
+
+        def views(table: type[AuditEvent] | type[AuditPending]) -> Select[uuid.UUID | None]:
+            return select(table.child_id).where(
                 table.actor_id == entry.actor.id,
                 table.action == AuditAction.STAFF_VIEW_OPENED.value,
                 table.outcome == Outcome.SUCCESS.value,
                 table.occurred_at >= since,
-                table.child_id != entry.child_id,
             )
+
+        seen_today = any(
+            session.scalar(select(views(table).where(table.child_id == entry.child_id).exists()))
             for table in (AuditEvent, AuditPending)
-        ]
-        children = union(*opened).subquery()
-        return int(session.scalar(select(func.count()).select_from(children)) or 0)
+        )
+        over = session.scalar(
+            select(ReviewEntry.id).where(ReviewEntry.dedupe_key == f"volume:{entry.actor.id}:{local.date().isoformat()}")
+        )
+        if seen_today and over is None:
+            return None
+        others = union(*(views(table).where(table.child_id != entry.child_id) for table in (AuditEvent, AuditPending)))
+        return int(session.scalar(select(func.count()).select_from(others.subquery())) or 0)

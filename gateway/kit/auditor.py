@@ -10,6 +10,7 @@ is rolled back is dropped with it.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,9 @@ from .errors import GatewayError
 _PENDING = "gateway.audit.pending"
 # Set in session.info when a commit appended events (gateway/ig/checkpointer.py signs after them).
 APPENDED = "gateway.audit.appended"
+# Set when a session of this process stages events: its integrator then has work (process-local;
+# rows staged by another process, or left by one that died, are found by the periodic sweep).
+STAGED = threading.Event()
 
 E = TypeVar("E", bound=GatewayError)
 
@@ -179,7 +183,8 @@ def _stage_pending(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint is released: its events wait for the real commit
     pending: list[_Pending] = session.info.pop(_PENDING, [])
-    stage(session, [kept.entry for kept in pending])
+    if stage(session, [kept.entry for kept in pending]):
+        STAGED.set()
 
 
 def queue_for_review(session: Session, events: Sequence[AuditEvent]) -> None:
