@@ -86,6 +86,11 @@ def count_statements(settings: Settings, tokens: Tokens, client: Client, fresh: 
     event.listen(engine, "before_cursor_execute", on_statement)
     event.listen(engine, "checkout", on_checkout)
     counts = StatementCounts(resources_per_push=fresh[0].resources)
+    # Each push appends its own audit events (inline), with no background integrator or signer:
+    # every statement counted is the push's own, the append included (deferred, a push would
+    # send one INSERT for its events and the integrator's statements, shared by many pushes,
+    # would land on whichever push was being counted).
+    settings = settings.model_copy(update={"audit_append": "inline", "audit_checkpoint_interval_s": 0})
     try:
         app = create_app(settings, engine=engine)
         with TestClient(app) as http:
