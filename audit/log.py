@@ -14,7 +14,7 @@ from sqlalchemy import ARRAY, BigInteger, ColumnElement, any_, bindparam, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from .actions import ActorType, AuditAction, Outcome, ReviewReason
-from .hashing import GENESIS_HASH, canonical_bytes_of, leaf_hash
+from .hashing import GENESIS_HASH, HASHED_COLUMNS, canonical_bytes_of, leaf_hash
 from .models import AuditCheckpoint, AuditEvent, AuditNode, AuditPending
 from .store import compact_range
 
@@ -224,23 +224,7 @@ def _grouped(items: Sequence[ItemDecisionRef]) -> list[dict[str, str]]:
 
 
 # The columns of an event's content: all it holds but its place in the trail (seq, prev_hash, hash).
-_CONTENT = (
-    "occurred_at",
-    "actor_type",
-    "actor_id",
-    "actor_agency",
-    "actor_role",
-    "action",
-    "outcome",
-    "child_id",
-    "purpose",
-    "lawful_basis",
-    "policy_version",
-    "items",
-    "detail",
-    "request_id",
-    "trace_id",
-)
+_CONTENT = tuple(name for name in HASHED_COLUMNS if name not in ("seq", "prev_hash"))
 
 
 def _content(entry: AuditRecord, *, occurred_at: datetime) -> dict[str, Any]:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -24,21 +37,33 @@ class AuditBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class AuditEvent(AuditBase):
-    """One event: a leaf of the Merkle tree and a link of the hash chain."""
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime that comes back aware and in UTC on SQLite too (which stores it naive).
 
-    __tablename__ = "audit_event"
-    __table_args__ = (
-        Index("ix_audit_event_child_id", "child_id"),
-        Index("ix_audit_event_actor_id", "actor_id"),
-        Index("ix_audit_event_action", "action"),
-        Index("ix_audit_event_occurred_at", "occurred_at"),
-        Index("ix_audit_event_trace_id", "trace_id"),
-        Index("ix_audit_event_actor_id_occurred_at", "actor_id", "occurred_at"),
-    )
+    Every table of the schema uses it (gateway/models/base.py imports it from here), so that no
+    reader has to remember that SQLite forgets the zone.
+    """
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are refused: say which time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class EventContent:
+    """What an event says (all but its place in the trail): the columns an event and a staged one share."""
+
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[str] = mapped_column(String(255))
     actor_agency: Mapped[str | None] = mapped_column(String(32))
@@ -54,6 +79,22 @@ class AuditEvent(AuditBase):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     request_id: Mapped[str | None] = mapped_column(String(64))
     trace_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEvent(EventContent, AuditBase):
+    """One event: a leaf of the Merkle tree and a link of the hash chain."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_child_id", "child_id"),
+        Index("ix_audit_event_actor_id", "actor_id"),
+        Index("ix_audit_event_action", "action"),
+        Index("ix_audit_event_occurred_at", "occurred_at"),
+        Index("ix_audit_event_trace_id", "trace_id"),
+        Index("ix_audit_event_actor_id_occurred_at", "actor_id", "occurred_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
@@ -80,10 +121,10 @@ class AuditCheckpoint(AuditBase):
     tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
-    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class AuditPending(AuditBase):
+class AuditPending(EventContent, AuditBase):
     """An event kept by `audit.stage` in its request's transaction, waiting for `audit.integrate`.
 
     Its content, as the event will hold it; its id orders integration. Integration deletes it in
@@ -94,18 +135,3 @@ class AuditPending(AuditBase):
 
     # INTEGER on SQLite, where only an INTEGER PRIMARY KEY counts up by itself.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    actor_type: Mapped[str] = mapped_column(String(16))
-    actor_id: Mapped[str] = mapped_column(String(255))
-    actor_agency: Mapped[str | None] = mapped_column(String(32))
-    actor_role: Mapped[str | None] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(16))
-    child_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    purpose: Mapped[str | None] = mapped_column(String(32))
-    lawful_basis: Mapped[str | None] = mapped_column(String(255))
-    policy_version: Mapped[str | None] = mapped_column(String(128))
-    items: Mapped[list[dict[str, str]]] = mapped_column(JSON)
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
-    request_id: Mapped[str | None] = mapped_column(String(64))
-    trace_id: Mapped[str | None] = mapped_column(String(64))

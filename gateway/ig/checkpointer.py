@@ -126,11 +126,7 @@ class InlineSigner:
                 return
             self._next_look = now + self._interval_s
         latest = latest_checkpoint(session)
-        if latest is not None and datetime.now(UTC) - _aware(latest.signed_at) < self.interval:
+        if latest is not None and datetime.now(UTC) - latest.signed_at < self.interval:
             return
         sign_checkpoint(session, self.signer)
 
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back naive (they are stored in UTC).
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

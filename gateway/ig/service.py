@@ -6,7 +6,6 @@ names, never their values); proofs and checkpoints hold no personal data and are
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import uuid
@@ -30,6 +29,7 @@ from audit import (
     inclusion_proof,
     latest_checkpoint,
 )
+from audit.checkpoint import b64
 from audit.hashing import canonical_bytes, leaf_hash
 from gateway.auth.principal import Principal
 from gateway.kit.auditor import Auditor
@@ -61,24 +61,16 @@ DISCLOSURE_ACTIONS = (AuditAction.STAFF_VIEW_OPENED.value,)
 DISCLOSED = frozenset({DecisionKind.DISCLOSE.value, DecisionKind.REDACT.value, DecisionKind.INDICATE.value})
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _actor(event: AuditEvent | ReviewEntry) -> ActorRead:
     kind = event.actor_type if isinstance(event, AuditEvent) else "user"
     return ActorRead(type=kind, id=event.actor_id, agency=event.actor_agency, role=event.actor_role)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _event_read(event: AuditEvent) -> dict[str, object]:
     counts = Counter(ref.decision for ref in decode_items(event.items))
     return {
         "seq": event.seq,
-        "occurred_at": _as_utc(event.occurred_at),
+        "occurred_at": event.occurred_at,
         "actor": _actor(event),
         "action": event.action,
         "outcome": event.outcome,
@@ -132,8 +124,8 @@ def get_event(session: Session, auditor: Auditor, seq: int) -> EventDetailRead:
         {
             **_event_read(event),
             "items": [ItemDecisionRead(item=r.item, decision=r.decision, rule=r.rule) for r in decode_items(event.items)],
-            "canonical": _b64(data),
-            "leaf_hash": _b64(leaf_hash(data)),
+            "canonical": b64(data),
+            "leaf_hash": b64(leaf_hash(data)),
         }
     )
 
@@ -172,8 +164,8 @@ def prove_inclusion(session: Session, seq: int, tree_size: int | None) -> Inclus
     return InclusionProofRead(
         leaf_index=proof.leaf_index,
         tree_size=proof.tree_size,
-        leaf_hash=_b64(proof.leaf_hash),
-        path=[_b64(node) for node in proof.path],
+        leaf_hash=b64(proof.leaf_hash),
+        path=[b64(node) for node in proof.path],
     )
 
 
@@ -185,7 +177,7 @@ def prove_consistency(session: Session, first: int, second: int) -> ConsistencyP
         checkpoint_of_size(session, first)
         checkpoint_of_size(session, second)
         proof = consistency_proof(session, first, second)
-    return ConsistencyProofRead(first=first, second=second, path=[_b64(node) for node in proof.path])
+    return ConsistencyProofRead(first=first, second=second, path=[b64(node) for node in proof.path])
 
 
 def _entry_read(entry: ReviewEntry) -> ReviewEntryRead:
@@ -196,10 +188,10 @@ def _entry_read(entry: ReviewEntry) -> ReviewEntryRead:
         actor=_actor(entry),
         action=entry.action,
         child_id=entry.child_id,
-        flagged_at=_as_utc(entry.flagged_at),
+        flagged_at=entry.flagged_at,
         status=entry.status,
         reviewed_by=entry.reviewed_by,
-        reviewed_at=None if entry.reviewed_at is None else _as_utc(entry.reviewed_at),
+        reviewed_at=entry.reviewed_at,
         outcome=entry.outcome,
         note=entry.note,
     )
@@ -264,7 +256,7 @@ def disclosures(session: Session, auditor: Auditor, child_id: uuid.UUID) -> Disc
     found = [
         DisclosureRead(
             seq=event.seq,
-            occurred_at=_as_utc(event.occurred_at),
+            occurred_at=event.occurred_at,
             to=_actor(event),
             action=event.action,
             purpose=event.purpose,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -219,8 +218,7 @@ def _queue(session: Session, events: Sequence[AuditEvent]) -> None:
                     "actor_role": flagged.actor_role,
                     "action": flagged.action,
                     "child_id": flagged.child_id,
-                    # SQLite hands RETURNING's datetimes back naive (they are stored in UTC).
-                    "flagged_at": flagged.occurred_at.replace(tzinfo=flagged.occurred_at.tzinfo or UTC),
+                    "flagged_at": flagged.occurred_at,
                 }
             )
     insert_missing(session, ReviewEntry, sorted(rows, key=lambda row: row["dedupe_key"]), unique=["dedupe_key"], returning="id")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, ForeignKey, MetaData, Select, String, TypeDecorator, UniqueConstraint, Update
+from sqlalchemy import Enum, ForeignKey, MetaData, Select, String, UniqueConstraint, Update
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -16,26 +16,8 @@ from gateway.kit.sql import one_of
 from policies import RecordStatus
 
 # One naming convention for the whole schema, the audit trail's tables included.
-from audit.models import NAMING_CONVENTION
+from audit.models import NAMING_CONVENTION, UTCDateTime
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware datetime that comes back aware and in UTC on SQLite too."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are refused: say which time zone")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
