@@ -29,11 +29,9 @@ import multiprocessing
 import os
 import pstats
 import random
-import signal
 import tempfile
 import threading
 import time
-import traceback
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -79,13 +77,13 @@ from policies import Agency, DecisionKind, Purpose, Relationship
 from tests.serving import gateway_env, log_tail, prepare, scratch_database, serve_gateway
 
 from .client import REQUEST_TIMEOUT, percentile
-from .procstat import find_server, machine_busy_seconds, machine_facts, snapshot, spent
+from .procstat import find_server, machine_busy_seconds, snapshot, spent
 from .report import Report
 
 # bench.run imports the starlette test client, which warns that it is deprecated; the writer processes
 # import this module afresh (spawn), without the filter bench/__main__.py sets.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-from .run import DEFAULT_BASE_URL, OTHER_CPU_WARNING, Interrupted, Progress, _interrupt, server_version  # noqa: E402
+from .run import OTHER_CPU_WARNING, Progress, run_reported, server_version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "var" / "bench-audit-latest.json"
@@ -320,30 +318,9 @@ class AuditBench:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the audit benchmark; print and save the report; return 0 unless a correctness check failed."""
     options = parse_options(argv)
-    # Python's default for these signals is to die on the spot, skipping every `finally`.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
-    report = Report(machine=machine_facts())
-    progress = Progress()
-    base_url = os.environ.get("GATEWAY_BENCH_DATABASE_URL", DEFAULT_BASE_URL)
-    status = 1
-    try:
-        if not base_url.startswith("postgresql"):
-            raise RuntimeError(
-                "the benchmark needs PostgreSQL: set GATEWAY_BENCH_DATABASE_URL to a postgresql+psycopg:// URL"
-            )
-        run(Settings(database_url=base_url).database_url, options, report, progress)
-    except (KeyboardInterrupt, Interrupted) as stop:
-        report.check("the audit benchmark ran to the end", False, f"interrupted ({type(stop).__name__} {stop})")
-        status = 130
-    except Exception as error:  # the report still says what was measured before the failure
-        traceback.print_exc()
-        report.check("the audit benchmark ran to the end", False, f"{type(error).__name__}: {error}")
-    report.run_seconds = time.monotonic() - progress.started
-    print(report.render(), flush=True)
-    report.save(RESULTS)
-    print(f"saved {RESULTS.relative_to(ROOT)}")
-    return 0 if report.correct else status
+    return run_reported(
+        "the audit benchmark", RESULTS, lambda url, report, progress: run(url, options, report, progress)
+    )
 
 
 def run(base_url: str, options: Options, report: Report, progress: Progress) -> None:

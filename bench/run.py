@@ -161,6 +161,15 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 def main() -> int:
     """Run the benchmark; print and save the report; return 0 unless a correctness check failed."""
+    return run_reported("the benchmark", RESULTS, run)
+
+
+def run_reported(name: str, results: Path, body: Callable[[str, Report, Progress], None]) -> int:
+    """Run a benchmark's body on the PostgreSQL server of GATEWAY_BENCH_DATABASE_URL; print and save its report.
+
+    Returns 0 unless a correctness check failed (130 when interrupted). A missed target is in the
+    report, not in the status; a failure part-way still prints what was measured before it.
+    """
     # Python's default for these signals is to die on the spot, skipping every `finally`.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
@@ -173,17 +182,17 @@ def main() -> int:
             raise RuntimeError(
                 "the benchmark needs PostgreSQL: set GATEWAY_BENCH_DATABASE_URL to a postgresql+psycopg:// URL"
             )
-        run(Settings(database_url=base_url).database_url, report, progress)
+        body(Settings(database_url=base_url).database_url, report, progress)
     except (KeyboardInterrupt, Interrupted) as stop:
-        report.check("the benchmark ran to the end", False, f"interrupted ({type(stop).__name__} {stop})")
+        report.check(f"{name} ran to the end", False, f"interrupted ({type(stop).__name__} {stop})")
         status = 130
     except Exception as error:  # the report still says what was measured before the failure
         traceback.print_exc()
-        report.check("the benchmark ran to the end", False, f"{type(error).__name__}: {error}")
+        report.check(f"{name} ran to the end", False, f"{type(error).__name__}: {error}")
     report.run_seconds = time.monotonic() - progress.started
     print(report.render(), flush=True)
-    report.save(RESULTS)
-    print(f"saved {RESULTS.relative_to(ROOT)}")
+    report.save(results)
+    print(f"saved {results.relative_to(ROOT)}")
     return 0 if report.correct else status
 
 
