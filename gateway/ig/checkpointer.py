@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AuditCheckpoint, NoteSigner, integrate, latest_checkpoint, sign_checkpoint, tree_size
@@ -98,7 +97,7 @@ async def run_audit_worker(
             if checkpoint_interval_s > 0 and time.monotonic() >= next_signature:
                 next_signature = time.monotonic() + checkpoint_interval_s
                 await anyio.to_thread.run_sync(sign_if_grown, factory, signer)
-        except SQLAlchemyError as failure:
+        except Exception as failure:  # any failure: the worker must outlive it, or the trail stops growing
             # The class name only: a driver's message may quote a statement's parameters.
             log.warning("audit integration or checkpoint failed this round", extra={"error": type(failure).__name__})
 
