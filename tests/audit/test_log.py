@@ -33,6 +33,7 @@ from audit import (
     verify,
 )
 from audit.log import _lock, _pending_with_ids
+from audit.models import UTCDateTime
 from audit.store import compact_range
 from audit.hashing import GENESIS_HASH, canonical_bytes, event_hash, leaf_hash
 from tests.tamper import disable_audit_triggers
@@ -479,3 +480,15 @@ def test_integrated_rows_are_deleted_by_their_ids_never_by_a_range(dialect: str,
 
     assert str(condition.compile(engine)) == rendered
     engine.dispose()
+
+
+def test_the_trail_refuses_a_time_without_a_zone_and_reads_sqlites_back_in_utc() -> None:
+    """UTCDateTime, the type of every time column: SQLite stores times without their zone."""
+    column = UTCDateTime()
+    dialect = create_engine("sqlite://").dialect
+
+    with pytest.raises(ValueError, match="naive datetimes are refused"):
+        column.process_bind_param(datetime(2026, 1, 1, 9, 0), dialect)
+    assert column.process_bind_param(None, dialect) is None
+    assert column.process_result_value(datetime(2026, 1, 1, 9, 0), dialect) == datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    assert column.process_result_value(None, dialect) is None
