@@ -17,7 +17,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 from pydantic import ValidationError
-from stdnum.gb import nhs
+from stdnum.gb import nhs, upn
 
 from .types import (
     AdapterError,
@@ -36,6 +36,9 @@ from .types import (
 )
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+# The Department for Education publishes no FHIR identifier system for the Unique Pupil Number;
+# until it does, the gateway names it with its own URN (README, "Identifiers").
+UPN_SYSTEM = "urn:macpt-gateway:id:upn"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
 SUPPORTED = ("Patient", "Encounter")
@@ -150,6 +153,16 @@ def resource_response(submission: Submission, outcome: EntryOutcome) -> Rendered
     )
 
 
+_DOCUMENTATION = {
+    "Patient": {
+        "documentation": f"Linked to a child exactly by NHS number ({NHS_NUMBER_SYSTEM}, Modulus 11 checked) or "
+        f"UPN ({UPN_SYSTEM}, check letter checked), or by a later version of the same Patient id; otherwise by "
+        "score over name, birthDate, gender and home address, which then must include a name and a birthDate. "
+        "A score between the thresholds puts the pair on the linking review queue."
+    }
+}
+
+
 def capability_statement(*, token_endpoint: str) -> dict[str, Any]:
     """Return the CapabilityStatement: what this server accepts, and how to authenticate."""
     statement: dict[str, Any] = {
@@ -177,7 +190,10 @@ def capability_statement(*, token_endpoint: str) -> dict[str, Any]:
                     "description": "SMART Backend Services: client credentials with a signed JWT assertion "
                     f"at {token_endpoint}",
                 },
-                "resource": [{"type": name, "interaction": [{"code": "update"}]} for name in SUPPORTED],
+                "resource": [
+                    {"type": name, "interaction": [{"code": "update"}], **_DOCUMENTATION.get(name, {})}
+                    for name in SUPPORTED
+                ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
             }
         ],
@@ -473,6 +489,7 @@ def _entry(index: int, raw: dict[str, Any], patients: Mapping[str, str], *, pref
 def _patient(index: int, resource: dict[str, Any], source_id: str, version: str, path: str) -> Entry:
     issues: list[Issue] = []
     nhs_numbers: set[str] = set()
+    upns: set[str] = set()
     others: list[tuple[str, str]] = []
     for position, identifier in enumerate(resource.get("identifier") or []):
         system, value = identifier.get("system"), identifier.get("value")
@@ -485,11 +502,22 @@ def _patient(index: int, resource: dict[str, Any], source_id: str, version: str,
                 )
             else:
                 nhs_numbers.add(compact)
+        elif system == UPN_SYSTEM:
+            compact = (value or "").replace(" ", "").upper()
+            if not upn.is_valid(compact):
+                issues.append(
+                    Issue("error", "value", f"{path}.identifier[{position}].value",
+                          "the UPN is not valid: it must be 13 characters with a correct check letter")
+                )
+            else:
+                upns.add(compact)
         elif system and value:
             others.append((system, value))
     if len(nhs_numbers) > 1:
         issues.append(Issue("error", "value", f"{path}.identifier",
                             "the Patient carries two different NHS numbers; send one"))
+    if len(upns) > 1:
+        issues.append(Issue("error", "value", f"{path}.identifier", "the Patient carries two different UPNs; send one"))
     if issues:
         return RejectedEntry(index, path, tuple(issues))
     name = _preferred(resource.get("name") or [], "official")
@@ -498,6 +526,7 @@ def _patient(index: int, resource: dict[str, Any], source_id: str, version: str,
         source_record_id=source_id,
         source_version=version,
         nhs_number=next(iter(nhs_numbers), None),
+        upn=next(iter(upns), None),
         other_identifiers=tuple(others),
         given_names=tuple(name.get("given") or ()),
         family_name=name.get("family"),

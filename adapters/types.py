@@ -31,7 +31,12 @@ class Issue:
 
 @dataclass(frozen=True)
 class IdentityClaim:
-    """One source's claim about who a child is."""
+    """One source's claim about who a child is.
+
+    `source_record_id` is the source's own id for the person (a Patient id, a force's person
+    id, a school's pupil id): a later version of it is the same child. `nhs_number` and `upn`
+    are verified identifiers (Modulus 11, the UPN's check letter), checked by the adapter.
+    """
 
     source_record_id: str
     source_version: str
@@ -43,6 +48,7 @@ class IdentityClaim:
     sex: str | None
     postcode: str | None
     address_lines: tuple[str, ...]
+    upn: str | None = None
 
 
 @dataclass(frozen=True)

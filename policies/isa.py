@@ -75,6 +75,9 @@ class Policy(BaseModel):
     title: str
     lawful_bases: dict[str, str] = Field(min_length=1)
     rules: tuple[Rule, ...]
+    # Staff roles that work the identity-linking review queue and merge or unmerge children,
+    # besides the lead practitioner of a case (who may decide pairs about their own child).
+    linking_roles: tuple[str, ...] = ("linking_officer",)
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -14,7 +14,7 @@ range (generator.synthetic_nhs_number); UPNs are made up with a valid check lett
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from faker import Faker
 from stdnum.gb import upn
 
-from gateway.identity.scoring import NAME_GROUPS
+from gateway.identity.scoring import NAME_GROUPS, canonical_given
 
 from .generator import synthetic_nhs_number
 
@@ -72,6 +72,18 @@ def population(children: int, *, seed: int) -> list[TrueChild]:
     fake = Faker("en_GB")
     fake.seed_instance(seed)
     made: list[TrueChild] = []
+    # Identifiers are unique, as real ones are: the 999 test range holds under a million NHS
+    # numbers, so a population of 100,000 would otherwise give thousands of children one number.
+    nhs_numbers: set[str] = set()
+    upns: set[str] = set()
+
+    def unique(draw: Callable[[random.Random], str], used: set[str]) -> str:
+        value = draw(rng)
+        while value in used:
+            value = draw(rng)
+        used.add(value)
+        return value
+
     while len(made) < children:
         family, postcode, address = fake.last_name(), fake.postcode(), fake.street_address().split("\n")[0]
         birth = date(2008, 1, 1) + timedelta(days=rng.randrange(18 * 365))
@@ -82,6 +94,9 @@ def population(children: int, *, seed: int) -> list[TrueChild]:
             born = made[-1].birth_date if twin else birth - timedelta(days=rng.randrange(400, 2000))
             sex = rng.choice("FM")
             given = _given(fake, rng, sex)
+            # Twins are given different names, not two spellings of one (real twins are).
+            while twin and canonical_given(given.lower()) == canonical_given(made[-1].given.lower()):
+                given = _given(fake, rng, sex)
             made.append(
                 TrueChild(
                     key=f"c{len(made):07d}",
@@ -91,8 +106,8 @@ def population(children: int, *, seed: int) -> list[TrueChild]:
                     sex=sex,
                     postcode=postcode,
                     address=address,
-                    nhs_number=synthetic_nhs_number(rng),
-                    upn=synthetic_upn(rng),
+                    nhs_number=unique(synthetic_nhs_number, nhs_numbers),
+                    upn=unique(synthetic_upn, upns),
                 )
             )
             birth = born

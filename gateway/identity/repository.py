@@ -6,12 +6,15 @@ import uuid
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
+
+from .authority import LinkingAuthority
+from gateway.kit.db import insert_all
 from gateway.kit.sql import dialect_of, one_of
-from gateway.models import Child, ChildIdentifier, Identity, Link, LinkState
+from gateway.models import Child, ChildIdentifier, Identity, IdentityBlock, Link, LinkState
 from policies import RecordStatus
 
 
@@ -22,6 +25,8 @@ class StoredIdentity(NamedTuple):
     source_version: str
     status: RecordStatus
     id: uuid.UUID
+    nhs_number_index: str | None
+    upn_index: str | None
     child_id: uuid.UUID | None
 
 
@@ -30,7 +35,11 @@ def get_stored_identities(
 ) -> list[StoredIdentity]:
     """Return these versions of a client's identity records, and the versions in force, with their links."""
     statement = Identity.select_stored(
-        Identity.id, Link.child_id, client_id=client_id, versions=versions, dialect=dialect_of(session)
+        Identity.id,
+        Identity.nhs_number_index,
+        Identity.upn_index,
+        Link.child_id,
+        client_id=client_id, versions=versions, dialect=dialect_of(session)
     ).outerjoin(Link, and_(Link.identity_id == Identity.id, Link.state == LinkState.LINKED))
     rows = [StoredIdentity(*row) for row in session.execute(statement)]
     return [row for row in rows if (row[0], row[1]) in versions or row.status != RecordStatus.SUPERSEDED]
@@ -43,21 +52,54 @@ def supersede_identities(session: Session, *, client_id: str, source_record_ids:
     )
 
 
-def get_children_by_identifiers(
-    session: Session, *, scheme: str, blind_indexes: Collection[str]
-) -> dict[str, tuple[uuid.UUID, bytes | None]]:
-    """Return, by blind index, the child owning each identifier found and its wrapped data key."""
-    if not blind_indexes:
-        return {}
+class BlockCandidate(NamedTuple):
+    """A current, linked identity sharing a blocking key with a claim, its child and sealed claim."""
+
+    key: str
+    identity_id: uuid.UUID
+    child_id: uuid.UUID
+    sealed_claim: bytes
+    wrapped_data_key: bytes | None
+
+
+def get_block_candidates(session: Session, authority: LinkingAuthority, *, blocks: Collection[str]) -> list[BlockCandidate]:
+    """Return every current, linked identity that has one of these blocking keys, once per key."""
+    if not blocks:
+        return []
     rows = session.execute(
-        select(ChildIdentifier.blind_index, Child.id, Child.wrapped_data_key)
-        .join(Child, Child.id == ChildIdentifier.child_id)
+        select(IdentityBlock.key, Identity.id, Link.child_id, Identity.sealed_claim, Child.wrapped_data_key)
+        .join(Identity, Identity.id == IdentityBlock.identity_id)
+        .join(Link, and_(Link.identity_id == Identity.id, Link.state == LinkState.LINKED))
+        .join(Child, Child.id == Link.child_id)
         .where(
-            ChildIdentifier.scheme == scheme,
-            one_of(ChildIdentifier.blind_index, blind_indexes, dialect=dialect_of(session)),
+            one_of(IdentityBlock.key, blocks, dialect=dialect_of(session)),
+            Identity.status == RecordStatus.CURRENT,
         )
     )
-    return {blind_index: (child_id, wrapped) for blind_index, child_id, wrapped in rows}
+    return [BlockCandidate(*row) for row in rows]
+
+
+def get_children_by_identifiers(
+    session: Session, *, identifiers: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[uuid.UUID, bytes | None]]:
+    """Return, by (scheme, blind index), the child owning each identifier found and its wrapped data key.
+
+    One query for every scheme: a blind index is keyed with its scheme, so an index of one
+    scheme never equals another's.
+    """
+    if not identifiers:
+        return {}
+    rows = session.execute(
+        select(ChildIdentifier.scheme, ChildIdentifier.blind_index, Child.id, Child.wrapped_data_key)
+        .join(Child, Child.id == ChildIdentifier.child_id)
+        .where(one_of(ChildIdentifier.blind_index, {index for _, index in identifiers}, dialect=dialect_of(session)))
+    )
+    wanted = set(identifiers)
+    return {
+        (scheme, blind_index): (child_id, wrapped)
+        for scheme, blind_index, child_id, wrapped in rows
+        if (scheme, blind_index) in wanted
+    }
 
 
 def get_wrapped_data_keys(session: Session, *, child_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, bytes | None]:
@@ -70,8 +112,7 @@ def get_wrapped_data_keys(session: Session, *, child_ids: Collection[uuid.UUID])
 
 def add_children(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert new children (id and wrapped data key each) in one statement."""
-    if rows:
-        session.execute(insert(Child), rows)
+    insert_all(session, Child, rows)
 
 
 def delete_children(session: Session, *, child_ids: Collection[uuid.UUID]) -> None:
@@ -81,9 +122,9 @@ def delete_children(session: Session, *, child_ids: Collection[uuid.UUID]) -> No
 
 
 def add_links(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert links in one statement."""
-    if rows:
-        session.execute(insert(Link), rows)
+    """Insert links in one statement (proposed ones have more columns: those go in a second)."""
+    for shape in {tuple(sorted(row)) for row in rows}:
+        insert_all(session, Link, [row for row in rows if tuple(sorted(row)) == shape])
 
 
 def get_current_subjects(

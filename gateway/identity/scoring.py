@@ -9,8 +9,10 @@ review, below it is another child.
 Two departures from plain Fellegi–Sunter, both because fields are not independent in families:
 - postcode and address line are one field, "location": a shared household counts once, not
   twice (siblings share both);
-- the twin guard: where birth date and surname agree but the given names clearly differ, the
-  pair is another child whatever the score (twins share everything else).
+- the twin guard: where birth date (exactly, swapped, or one digit off) and surname agree but
+  the given names clearly differ, the pair is another child whatever the score (twins share
+  everything else);
+- two different NHS numbers are two children whatever the score.
 
 The m and u values below are starting values chosen from the literature's orders of magnitude
 (an exact birth date is shared by about 1 in 6,500 children under 18; a first name by about 1 in
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
+import jellyfish
 from rapidfuzz.distance import JaroWinkler, Levenshtein
 from rapidfuzz.fuzz import token_set_ratio
 
@@ -61,6 +64,7 @@ class Demographics:
     sex: str | None = None
     postcode: str | None = None
     address: str | None = None
+    nhs_number: str | None = None  # not scored: two different NHS numbers are two children
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,26 @@ _VARIANTS: dict[str, frozenset[str]] = {}
 for _group in NAME_GROUPS:
     for _name in _group:
         _VARIANTS[_name] = _VARIANTS.get(_name, frozenset()) | _group
+
+
+def _components(groups: Iterable[frozenset[str]]) -> dict[str, str]:
+    """Name → the first (alphabetically) of every name reachable through overlapping groups."""
+    merged: list[set[str]] = []
+    for group in groups:
+        touching = [component for component in merged if component & group]
+        union = set(group).union(*touching)
+        merged = [component for component in merged if not component & group] + [union]
+    return {name: min(component) for component in merged for name in component}
+
+
+_CANONICAL = _components(NAME_GROUPS)
+
+
+def canonical_given(name: str) -> str:
+    """Return one spelling for every known variant of a given name (Tom, Tommy → one), else the
+    name's Soundex code (so that most one-letter slips meet): the given name's blocking key."""
+    canonical = _CANONICAL.get(name)
+    return canonical if canonical is not None else jellyfish.soundex(name)
 
 _NOT_LETTERS = re.compile(r"[^a-z\s-]")
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)\s*([0-9])([A-Z]{2})$")
@@ -313,9 +337,14 @@ def score(a: Demographics, b: Demographics, parameters: MatchParameters = DEFAUL
         for name, weights, (level, reason) in compared
     )
     total = sum(part.weight for part in fields)
+    if a.nhs_number and b.nhs_number and a.nhs_number != b.nhs_number:
+        return MatchScore(total, fields, Decision.NEW, "different NHS numbers: two children, however alike")
     guard = _twin_guard(fields)
     if guard is not None:
-        return MatchScore(total, fields, Decision.NEW, guard)
+        # Given names that are still much alike may be one name badly misspelt rather than a
+        # twin's: never linked automatically, but a person may look.
+        alike = _similar_given(a.given, b.given) and total >= parameters.lower
+        return MatchScore(total, fields, Decision.REVIEW if alike else Decision.NEW, guard)
     if total >= parameters.upper:
         decision = Decision.LINK
     elif total >= parameters.lower:
@@ -325,12 +354,21 @@ def score(a: Demographics, b: Demographics, parameters: MatchParameters = DEFAUL
     return MatchScore(total, fields, decision)
 
 
+def _similar_given(a: str | None, b: str | None) -> bool:
+    first, second = normalise_name(a), normalise_name(b)
+    if first is None or second is None:
+        return False
+    return JaroWinkler.similarity(first.split()[0], second.split()[0]) >= 0.80
+
+
 def _twin_guard(fields: Iterable[FieldScore]) -> str | None:
     levels = {part.field: part.level for part in fields}
     if (
-        levels["birth_date"] is Level.EXACT
+        levels["birth_date"] in (Level.EXACT, Level.VARIANT, Level.CLOSE)
         and levels["family"] in (Level.EXACT, Level.VARIANT, Level.CLOSE)
         and levels["given"] is Level.DIFFERENT
     ):
-        return "given names differ where birth date and surname agree: twins are kept apart"
+        # A swapped or one-digit-off birth date counts too: twins' dates are recorded with the
+        # same slips, and siblings a year apart to the day differ in one digit.
+        return "given names differ where birth date and surname agree: twins and siblings are kept apart"
     return None

@@ -158,22 +158,42 @@ def _insert_or_skip(session: Session, table: Any, unique: list[str]) -> Any:
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
-def lock_all_for_transaction(session: Session, names: Iterable[Sequence[str]]) -> None:
+def lock_all_for_transaction(
+    session: Session,
+    names: Iterable[Sequence[str]],
+    *,
+    then: Iterable[Sequence[str]] = (),
+    shared: Iterable[Sequence[str]] = (),
+) -> None:
     """Take, in one statement, a lock on each thing named (each name a sequence of parts).
 
     PostgreSQL: transaction-scoped advisory locks on 64-bit hashes of the names, released at
     commit or rollback and bounded by lock_timeout. They are taken in ascending key order, so
     that two transactions wanting overlapping sets queue instead of deadlocking. SQLite needs
     none: its writers already run one at a time (BEGIN IMMEDIATE).
+
+    `then` names a later stage's locks, taken after all of `names` in the same statement: the
+    order is the same as a transaction that takes the two stages in two statements, so that
+    the two kinds of transaction cannot deadlock either. `shared` names locks of the same
+    stage as `names` taken in shared mode: held by many transactions at once, they exclude
+    only those that take the same name exclusively (a name in both is taken exclusively).
+    Every mode goes in the one key order, so the mix cannot deadlock.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    keys = sorted({_lock_key(parts) for parts in names})
+    exclusive = {_lock_key(parts) for parts in names}
+    first = sorted(exclusive | {_lock_key(parts) for parts in shared})
+    keys = first + sorted({_lock_key(parts) for parts in then} - set(first))
     if keys:
-        # unnest yields the array's elements in order, and the aggregate takes them as they come.
+        modes = [key in exclusive or index >= len(first) for index, key in enumerate(keys)]
+        # unnest yields the arrays' elements in order, and the aggregate takes them as they come.
         session.execute(
-            text("SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigint[])) AS key"),
-            {"keys": keys},
+            text(
+                "SELECT count(CASE WHEN exclusive THEN pg_advisory_xact_lock(key) "
+                "ELSE pg_advisory_xact_lock_shared(key) END) "
+                "FROM unnest(CAST(:keys AS bigint[]), CAST(:modes AS boolean[])) AS lock(key, exclusive)"
+            ),
+            {"keys": keys, "modes": modes},
         )
 
 

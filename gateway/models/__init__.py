@@ -1,7 +1,7 @@
 """Every ORM model of the gateway, in one place (the audit log's lives in `audit`)."""
 
 from .base import Base, utcnow
-from .child import Child, ChildIdentifier, Identity, Link, LinkMethod, LinkState
+from .child import Child, ChildIdentifier, ChildMerge, Identity, IdentityBlock, Link, LinkMethod, LinkState, MergeKind
 from .client import Client, UsedAssertion
 from .consent import Consent, Override
 from .item import Item, ItemContent
@@ -13,14 +13,17 @@ __all__ = [
     "Case",
     "Child",
     "ChildIdentifier",
+    "ChildMerge",
     "Client",
     "Consent",
     "Identity",
+    "IdentityBlock",
     "Item",
     "ItemContent",
     "Link",
     "LinkMethod",
     "LinkState",
+    "MergeKind",
     "Override",
     "ReviewEntry",
     "ReviewOutcome",

@@ -105,7 +105,7 @@ def test_twins_are_kept_apart_whatever_else_they_share(twin: Demographics) -> No
     result = score(THOMAS, twin)
 
     assert result.decision is Decision.NEW
-    assert result.guard == "given names differ where birth date and surname agree: twins are kept apart"
+    assert result.guard == "given names differ where birth date and surname agree: twins and siblings are kept apart"
     assert result.total > DEFAULT_PARAMETERS.lower  # the guard, not the score, keeps them apart
 
 

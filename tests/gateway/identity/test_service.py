@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Collection
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from adapters import IdentityClaim
 from gateway.auth.principal import Principal, PrincipalKind
-from gateway.identity import repository
 from gateway.identity.service import ClaimLinked, LinkRefused, link_claims
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
@@ -86,30 +83,3 @@ def test_a_claim_for_an_erased_child_is_refused_and_one_without_an_nhs_number_to
     assert isinstance(erased, LinkRefused) and erased.code == "deleted" and "erased" in str(erased)
     assert isinstance(unnumbered, LinkRefused) and "NHS number" in str(unnumbered)
     assert session.scalar(select(func.count()).select_from(Identity)) == 1
-
-
-def test_a_push_that_loses_the_race_for_a_new_nhs_number_links_to_the_winners_child(
-    session: Session, keyring: DataKeyring, principal: Principal, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    number = nhs_number()
-    other, _key = make_client(session)
-    winner = Principal(PrincipalKind.CLIENT, other.id, other.agency)
-    (won,) = _link(session, keyring, winner, _claim(number))
-    assert isinstance(won, ClaimLinked)
-    # As if the winner committed between this push's look-up and its insert: the look-up finds nothing.
-    real_lookup = repository.get_children_by_identifiers
-    lookups: list[int] = []
-
-    def first_lookup_misses(
-        session: Session, *, scheme: str, blind_indexes: Collection[str]
-    ) -> dict[str, tuple[uuid.UUID, bytes | None]]:
-        lookups.append(1)
-        return {} if len(lookups) == 1 else real_lookup(session, scheme=scheme, blind_indexes=blind_indexes)
-
-    monkeypatch.setattr(repository, "get_children_by_identifiers", first_lookup_misses)
-
-    (lost,) = _link(session, keyring, principal, _claim(number, source_id="Patient/q1"))
-
-    assert isinstance(lost, ClaimLinked) and lost.created and lost.child_id == won.child_id
-    assert session.scalar(select(func.count()).select_from(Child)) == 1
-    assert len(lookups) == 2

@@ -115,15 +115,32 @@ def test_batch_stores_the_good_entries_and_reports_the_bad(client: TestClient, s
     assert after["identity"] == before["identity"] + 1
 
 
-def test_patient_without_nhs_number_is_refused_for_now(client: TestClient, session: Session, headers: dict[str, str]) -> None:
+def test_patient_without_nhs_number_is_accepted_and_linked_by_demographics(
+    client: TestClient, session: Session, headers: dict[str, str]
+) -> None:
     bundle = child_bundle(demo_child())
     del bundle["entry"][0]["resource"]["identifier"]
+
+    response = client.post("/fhir/R4", content=json.dumps(bundle), headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert [entry["response"]["status"] for entry in response.json()["entry"]][0].startswith("201")
+
+
+def test_patient_with_no_identifier_and_no_birth_date_is_refused_as_too_weak(
+    client: TestClient, session: Session, headers: dict[str, str]
+) -> None:
+    bundle = child_bundle(demo_child())
+    del bundle["entry"][0]["resource"]["identifier"]
+    del bundle["entry"][0]["resource"]["birthDate"]
     before = stored_counts(session)
 
     response = client.post("/fhir/R4", content=json.dumps(bundle), headers=headers)
 
     assert response.status_code == 422
-    assert "NHS number" in _issues(response)[0]["diagnostics"]
+    diagnostics = _issues(response)[0]["diagnostics"]
+    assert "too weak to link" in diagnostics and "a birth date" in diagnostics
+    assert _issues(response)[0]["code"] == "required"
     assert stored_counts(session) == before
 
 
