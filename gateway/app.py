@@ -15,6 +15,7 @@ from gateway.auth.endpoints import router as token_router
 from gateway.child_view.endpoints import router as child_view_router
 from gateway.health.endpoints import router as health_router
 from gateway.ig.checkpointer import InlineSigner, integrate_pending, run_audit_worker
+from gateway.identity.endpoints import router as linking_router
 from gateway.ig.endpoints import fhir_router as ig_fhir_router
 from gateway.ig.endpoints import open_router as audit_open_router
 from gateway.ig.endpoints import router as ig_router
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     staff = APIRouter(prefix="/api/v1", dependencies=[Depends(require_staff)])
     staff.include_router(child_view_router)
+    staff.include_router(linking_router)
     staff.include_router(ig_router)
     app.include_router(staff)
     app.include_router(ig_fhir_router, dependencies=[Depends(require_staff)])

@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Text, case, cast, func, select
+from sqlalchemy import Text, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
-from gateway.models import Child, Client, Consent, Item, Link, LinkState, Override
+from gateway.models import Child, ChildMerge, Client, Consent, Item, Link, LinkState, Override
 from policies import Agency, RecordKind, RecordStatus
 
 
@@ -88,6 +88,27 @@ def get_links(session: Session, access: ChildAccess) -> dict[uuid.UUID, Link]:
     """Return the child's links in force, by identity id."""
     links = session.scalars(select(Link).where(Link.child_id == access.child_id, Link.state == LinkState.LINKED))
     return {link.identity_id: link for link in links}
+
+
+def get_merges(session: Session, access: ChildAccess) -> list[ChildMerge]:
+    """Return the merges, unmerges and moves that took records to or from the child, newest first."""
+    return list(
+        session.scalars(
+            select(ChildMerge)
+            .where(or_(ChildMerge.child_id == access.child_id, ChildMerge.into_child_id == access.child_id))
+            .order_by(ChildMerge.merged_at.desc())
+        )
+    )
+
+
+def count_proposed_links(session: Session, access: ChildAccess) -> int:
+    """Return how many proposed links about the child wait for a person."""
+    on_child = select(Link.identity_id).where(Link.child_id == access.child_id, Link.state == LinkState.LINKED)
+    return session.scalar(
+        select(func.count())
+        .select_from(Link)
+        .where(Link.state == LinkState.REVIEW, or_(Link.child_id == access.child_id, Link.identity_id.in_(on_child)))
+    ) or 0
 
 
 def get_consents(session: Session, access: ChildAccess) -> list[Consent]:

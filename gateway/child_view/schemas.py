@@ -32,7 +32,11 @@ class IdentityRead(BaseModel):
     postcode: str | None
     address_lines: list[str]
     received_at: datetime = Field(description="When the gateway received this version.")
-    link_method: str = Field(description="How it was linked (nhs_number; upn, scored and manual to come).")
+    link_method: str = Field(
+        description="How it was linked: nhs_number, upn, source_record (a later version of a record "
+        "linked before), scored (demographics above the upper threshold), new (no child matched), "
+        "manual (a person confirmed it, or merged two children)."
+    )
 
 
 class ConflictValue(BaseModel):
@@ -135,6 +139,30 @@ class ConsentStateRead(BaseModel):
     overrides: list[OverrideRead]
 
 
+class LinkingEventRead(BaseModel):
+    """Records merged into or out of this child, or one record moved because its identifier changed."""
+
+    merge_id: uuid.UUID
+    kind: str = Field(description="merge (a whole child) or move (one record whose identifier changed).")
+    direction: str = Field(description="into_this_child or out_of_this_child.")
+    other_child_id: uuid.UUID
+    source_records: int
+    at: datetime
+    by: str
+    reason: str | None
+    unmerged_at: datetime | None
+    unmerged_by: str | None
+    unmerge_reason: str | None
+
+
+class LinkingRead(BaseModel):
+    """How this child's records came together: merges, unmerges, moves, and pairs awaiting review."""
+
+    merged_into: uuid.UUID | None = Field(description="Set while this child's records are merged into another child.")
+    proposed_links: int = Field(description="Records that may be this child, waiting on the linking review queue.")
+    history: list[LinkingEventRead]
+
+
 class PolicyRead(BaseModel):
     """The ISA that decided this view."""
 
@@ -159,3 +187,4 @@ class ChildViewRead(BaseModel):
     timeline: list[TimelineEntry] = Field(description="Disclosed items, newest first.")
     consent: ConsentStateRead
     withheld: list[WithheldRead]
+    linking: LinkingRead

@@ -31,7 +31,7 @@ from gateway.cases.service import require_child_access
 from gateway.identity.service import get_linked_identities, read_claim
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, OpenedKey
-from gateway.models import Case, Client, Consent, Identity, Item, ItemContent, Link, Override, Team
+from gateway.models import Case, ChildMerge, Client, Consent, Identity, Item, ItemContent, Link, Override, Team
 from policies import (
     Agency,
     CaseStatus,
@@ -57,6 +57,8 @@ from .schemas import (
     DecisionRead,
     IdentityRead,
     KeyFactsRead,
+    LinkingEventRead,
+    LinkingRead,
     OverrideRead,
     PolicyRead,
     SourceRead,
@@ -91,6 +93,9 @@ class ChildAggregate:
     clients: dict[str, Client]
     consents: list[Consent]
     overrides: list[Override]
+    merged_into: uuid.UUID | None
+    merges: list[ChildMerge]
+    proposed_links: int
 
 
 def get(
@@ -125,7 +130,8 @@ def get(
 def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> ChildAggregate:
     """Load the child's aggregate; raise ChildErased when its key has been destroyed."""
     with tracer.start_as_current_span("load"):
-        data_key = keyring.unwrap(repository.get_child(session, access).wrapped_data_key)
+        child = repository.get_child(session, access)
+        data_key = keyring.unwrap(child.wrapped_data_key)
         case, team = cases_repository.get_allocation(session, access)
         identities = get_linked_identities(session, access)
         items = repository.get_items(session, access)
@@ -143,6 +149,9 @@ def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> Chil
             clients=clients,
             consents=repository.get_consents(session, access),
             overrides=repository.get_overrides(session, access),
+            merged_into=child.merged_into_id,
+            merges=repository.get_merges(session, access),
+            proposed_links=repository.count_proposed_links(session, access),
         )
 
 
@@ -197,6 +206,7 @@ def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purp
                 overrides=[OverrideRead.model_validate(o) for o in aggregate.overrides],
             ),
             withheld=_withheld(indicated),
+            linking=_linking(aggregate),
         )
 
 
@@ -266,6 +276,30 @@ def _identity(aggregate: ChildAggregate, identity: Identity, claim: IdentityClai
         source=SourceRead.model_validate(aggregate.clients[identity.client_id]),
         received_at=identity.received_at,
         link_method=aggregate.links[identity.id].method,
+    )
+
+
+def _linking(aggregate: ChildAggregate) -> LinkingRead:
+    child_id = aggregate.access.child_id
+    return LinkingRead(
+        merged_into=aggregate.merged_into,
+        proposed_links=aggregate.proposed_links,
+        history=[
+            LinkingEventRead(
+                merge_id=merge.id,
+                kind=merge.kind.value,
+                direction="out_of_this_child" if merge.child_id == child_id else "into_this_child",
+                other_child_id=merge.into_child_id if merge.child_id == child_id else merge.child_id,
+                source_records=len(merge.source_records),
+                at=merge.merged_at,
+                by=merge.merged_by,
+                reason=merge.reason,
+                unmerged_at=merge.unmerged_at,
+                unmerged_by=merge.unmerged_by,
+                unmerge_reason=merge.unmerge_reason,
+            )
+            for merge in aggregate.merges
+        ],
     )
 
 

@@ -3,8 +3,9 @@
 After polar's `org_scope` linter: a filter on `<Model>.child_id` for the models that hold a
 child's data (items, identities through their links, links, consents, overrides) may only
 appear in a function with a parameter annotated `ChildAccess`, which only
-`cases.service.require_child_access` (through the access query) makes. A new query that
-filters by a bare child id fails here.
+`cases.service.require_child_access` (through the access query) makes, or `LinkingAuthority`
+(identity linking's own gate, gateway/identity/authority.py), which only a push and the
+linking review make. A new query that filters by a bare child id fails here.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _filters_by_child(node: ast.AST) -> bool:
 def _takes_access(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     arguments = [*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs]
     return any(
-        argument.annotation is not None and "ChildAccess" in ast.unparse(argument.annotation)
+        argument.annotation is not None
+        and any(gate in ast.unparse(argument.annotation) for gate in ("ChildAccess", "LinkingAuthority"))
         for argument in arguments
     )
 
@@ -75,6 +77,16 @@ def test_only_the_access_query_builds_a_child_access() -> None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "ChildAccess"
     )
     assert len(builders) == 1 and builders[0].startswith("gateway/cases/repository.py:"), builders
+
+
+def test_only_a_push_and_the_linking_review_make_a_linking_authority() -> None:
+    builders = sorted(
+        str(path.relative_to(GATEWAY.parent))
+        for path in GATEWAY.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "LinkingAuthority"
+    )
+    assert set(builders) == {"gateway/identity/authority.py", "gateway/identity/review.py"}, builders
 
 
 def test_the_check_catches_a_query_by_a_bare_child_id() -> None:

@@ -21,6 +21,7 @@ from tests.factories import add_member, client_token, make_client, make_team, st
 
 PLACEHOLDERS = {
     "child_id": str(uuid.uuid4()),
+    "link_id": str(uuid.uuid4()),
     "resource_type": "Patient",
     "resource_id": "x1",
     "seq": "1",
