@@ -1,6 +1,7 @@
 """Run the benchmark: `python -m bench` (exit 1 when a correctness check fails).
 
-`python -m bench audit [--help]` runs the audit log's benchmark instead (bench/audit.py).
+`python -m bench audit [--help]` runs the audit log's benchmark instead (bench/audit.py), and
+`python -m bench linking [--help]` the identity linking benchmark (bench/linking.py).
 """
 
 import sys
@@ -9,6 +10,11 @@ import warnings
 # Starlette deprecates its httpx-based test client in favour of httpx2, which is not installed;
 # the test helpers this benchmark reuses import it.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+
+if sys.argv[1:2] == ["linking"]:
+    from bench.linking import main as linking_main
+
+    raise SystemExit(linking_main(sys.argv[2:]))
 
 if sys.argv[1:2] == ["audit"]:
     from bench.audit import main as audit_main

@@ -24,9 +24,11 @@ app = typer.Typer(help="MACPT interagency data-sharing gateway.", no_args_is_hel
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+link_app = typer.Typer(help="Identity linking.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(link_app, name="link")
 
 
 @keys_app.command("create")
@@ -338,3 +340,47 @@ def audit_verify(
     if result.bad_checkpoint is not None:
         typer.echo(f"bad checkpoint: tree size {result.bad_checkpoint}", err=True)
     raise typer.Exit(code=1)
+
+
+@link_app.command("batch")
+def link_batch(
+    file: Annotated[Path, typer.Argument(help="Identity claims, one JSON object per line (see --help of the module).")],
+    database: Annotated[
+        str | None, typer.Option(help="Database URL to link into; a temporary SQLite file when omitted.")
+    ] = None,
+    keys_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keys to seal and index with; GATEWAY_KEYS_DIR with --database, else temporary ones."),
+    ] = None,
+) -> None:
+    """Link a file of identity claims through the linking service, in file order; one JSON line out per claim."""
+    import sys
+    import tempfile
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from gateway.identity.batch import link_lines, open_scratch
+
+    if not file.is_file():
+        typer.echo(f"no such file: {file}", err=True)
+        raise typer.Exit(code=2)
+    with tempfile.TemporaryDirectory(prefix="link-batch-") as work:
+        keys = keys_dir or (Settings().keys_dir if database else Path(work) / "keys")
+        scratch = open_scratch(database, keys, work)
+        try:
+            with file.open(encoding="utf-8") as handle:
+                total = sum(1 for _ in handle)
+            errors = 0
+            # A bar only for files big enough to wait for, and only on standard error.
+            with Progress(console=Console(stderr=True), transient=True, disable=total < 1000) as progress:
+                task = progress.add_task("linking", total=total)
+                with file.open(encoding="utf-8") as handle:
+                    for result in link_lines(handle, factory=scratch.factory, keyring=scratch.keyring):
+                        errors += "error" in result.output
+                        sys.stdout.write(json.dumps(result.output) + "\n")
+                        progress.advance(task)
+        finally:
+            scratch.close()
+    if errors:
+        typer.echo(f"{errors} line(s) could not be linked (see their error lines)", err=True)
