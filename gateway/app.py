@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from gateway.auth.dependencies import authenticate, require_client, require_staff
 from gateway.auth.endpoints import router as token_router
@@ -29,6 +32,8 @@ from gateway.kit.logging import configure_logging
 from gateway.kit.telemetry import RequestMiddleware, configure_tracing
 from gateway.settings import Settings
 from policies import default_policy, load_policy
+
+log = logging.getLogger(__name__)
 
 # Routes reachable without a token. Everything else is mounted under an authenticated parent;
 # tests/gateway/test_routing.py fails if a route escapes both.
@@ -66,8 +71,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         if deferred:
-            # What this process's last requests staged goes into the trail before it exits.
-            await anyio.to_thread.run_sync(integrate_pending, app.state.sessionmaker)
+            # What this process's last requests staged goes into the trail before it exits, even
+            # while another process integrates (it may not see these rows).
+            try:
+                await anyio.to_thread.run_sync(partial(integrate_pending, app.state.sessionmaker, wait=True))
+            except OperationalError as failure:  # lock_timeout: they stay staged for the next gateway to take
+                log.warning("staged audit events left for the next start", extra={"error": type(failure).__name__})
 
     app = FastAPI(
         lifespan=lifespan,

@@ -244,7 +244,7 @@ def open_scratch(database_url: str | None, keys_dir: Any, work_dir: Any) -> Scra
     def close() -> None:
         if postgresql:
             # What the server's audit worker does in the background: append the staged events.
-            integrate_pending(build_sessionmaker(engine))
+            integrate_pending(build_sessionmaker(engine), wait=True)
         engine.dispose()
 
     return Scratch(factory=factory, keyring=folder.data_keyring(), postgresql=postgresql, close=close)

@@ -53,16 +53,21 @@ def sign_if_grown(factory: sessionmaker[Session], signer: NoteSigner) -> AuditCh
         return None if latest is not None and signed.tree_size == latest.tree_size else signed
 
 
-def integrate_pending(factory: sessionmaker[Session], *, limit: int = 10_000, rounds: int = 100) -> int:
+def integrate_pending(
+    factory: sessionmaker[Session], *, limit: int = 10_000, rounds: int = 100, wait: bool = False
+) -> int:
     """Append staged audit events to the trail, `limit` a transaction, until none are left; return how many.
 
-    Another process integrating at the time makes this return at once (it holds the lock and will
-    take these too). Flagged events go on the review queue in the transaction that appends them.
+    Flagged events go on the review queue in the transaction that appends them. While running,
+    another process integrating at the time makes this return at once: it holds the lock and
+    will take these too, or its next round will. A process about to exit cannot count on that
+    (the other may have read its batch before this one's last requests committed, and be exiting
+    too), so it passes `wait=True`: it waits for the lock, for at most the session's lock_timeout.
     """
     appended = 0
     for _ in range(rounds):
         with factory() as session:
-            events = integrate(session, limit=limit, wait=False)
+            events = integrate(session, limit=limit, wait=wait)
             queue_for_review(session, events)
             session.commit()
         appended += len(events)

@@ -4,22 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AuditCheckpoint, NoteSigner, latest_checkpoint, sign_checkpoint, tree_size
+from audit import (
+    Actor,
+    ActorType,
+    AuditAction,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditPending,
+    NoteSigner,
+    latest_checkpoint,
+    sign_checkpoint,
+    tree_size,
+)
+from audit.log import _APPEND_LOCK_KEY as APPEND_LOCK_KEY
 from audit.store import root_at
 from gateway.auth.keys import SigningKeys
 from gateway.ig import checkpointer
-from gateway.ig.checkpointer import run_audit_worker, sign_if_grown
+from gateway.ig.checkpointer import integrate_pending, run_audit_worker, sign_if_grown
+from gateway.kit.auditor import Auditor
+from gateway.kit.db import build_engine, build_sessionmaker
+from gateway.kit.migrate import upgrade
 from gateway.kit.crypto import DataKeyring
 from gateway.settings import Settings
 from tests.gateway.ig.helpers import partnership, pushed_child
+from tests.serving import scratch_database
 
 
 def checkpoints(session: Session) -> int:
@@ -136,3 +156,45 @@ def test_an_empty_trail_gets_no_checkpoint(
 
     assert sign_if_grown(test_sessionmaker, app.state.audit_signer) is None
     assert checkpoints(session) == 0
+
+
+@pytest.mark.skipif(
+    not os.environ.get("GATEWAY_TEST_DATABASE_URL", "").startswith("postgresql"),
+    reason="the append lock is a PostgreSQL advisory lock; SQLite's one writer needs none",
+)
+def test_an_exiting_process_waits_for_the_append_lock_so_its_staged_events_are_not_stranded(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Stop 16's CI: two workers exiting together; the one holding the lock had read its batch
+    before the other's last requests committed, and the other gave way. With `wait=True` the
+    exiting process waits (within lock_timeout) and appends what it staged."""
+    with scratch_database(database_url, tmp_path, prefix="gw_exit") as url:
+        engine = build_engine(url)
+        try:
+            upgrade(engine)
+            factory = build_sessionmaker(engine, deferred_audit=True)
+            with factory() as session:
+                Auditor(session, Actor(type=ActorType.CLIENT, id="exiting-client", agency="health")).record(
+                    AuditAction.CLIENT_TOKEN_ISSUED
+                )
+                session.commit()
+            holder = engine.connect()
+            holder_transaction = holder.begin()
+            holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+
+            assert integrate_pending(factory) == 0  # a running worker gives way: the holder will take them
+
+            release = threading.Timer(0.5, holder_transaction.rollback)  # the other process finishes
+            release.start()
+            started = time.monotonic()
+            try:
+                assert integrate_pending(factory, wait=True) == 1
+            finally:
+                release.join()
+                holder.close()
+            assert time.monotonic() - started >= 0.4  # it did wait for the holder
+            with factory() as session:
+                assert session.scalar(select(func.count()).select_from(AuditPending)) == 0
+                assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1
+        finally:
+            engine.dispose()
