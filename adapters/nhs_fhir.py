@@ -39,6 +39,22 @@ NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 # The Department for Education publishes no FHIR identifier system for the Unique Pupil Number;
 # until it does, the gateway names it with its own URN (README, "Identifiers").
 UPN_SYSTEM = "urn:macpt-gateway:id:upn"
+# The gateway's own code system for marks about sharing a record. Neither HL7 nor NHS England
+# publishes a code for the Children Act 2004 s16LA exception to the duty to share (as amended by
+# the Children's Wellbeing and Schools Act 2026), so, as with the UPN, the gateway names it with
+# its own URN until one exists.
+GATEWAY_CODE_SYSTEM = "urn:macpt-gateway:CodeSystem:sharing"
+# The source judged that disclosing the record would be more detrimental to the child than not
+# disclosing it (s16LA). Sent as a Coding in the record's meta.security (it restricts sharing) or
+# meta.tag; it sets InboundRecord.detrimental and is never a security label itself.
+DETRIMENTAL_CODE = "s16la-detrimental"
+# Codes of GATEWAY_CODE_SYSTEM that are security labels (the policy engine's vocabulary): none yet.
+_GATEWAY_LABEL_CODES: frozenset[str] = frozenset()
+# The code systems whose meta.security codes the policy knows: HL7 v3 Confidentiality (R, V…) and
+# v3 ActCode (PSY, SEX, HIV, ETH, GDIS…). Codes of other systems are kept as labels too (see
+# _sharing_marks); these are named in the CapabilityStatement.
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
 SUPPORTED = ("Patient", "Encounter")
@@ -159,7 +175,17 @@ _DOCUMENTATION = {
         f"UPN ({UPN_SYSTEM}, check letter checked), or by a later version of the same Patient id; otherwise by "
         "score over name, birthDate, gender and home address, which then must include a name and a birthDate. "
         "A score between the thresholds puts the pair on the linking review queue."
-    }
+    },
+    "Encounter": {
+        "documentation": "A record about a child: its subject must be a Patient in the same Bundle or one this client "
+        "pushed before. Security labels are the meta.security codes of v3 Confidentiality "
+        f"({CONFIDENTIALITY_SYSTEM}, e.g. R, V) and v3 ActCode ({ACT_CODE_SYSTEM}, e.g. PSY, SEX, HIV, ETH, GDIS). "
+        "Where the source judges that disclosing the Encounter would be more detrimental to the child than not "
+        "(Children Act 2004 s16LA), it marks it with the Coding "
+        f"system {GATEWAY_CODE_SYSTEM}, code {DETRIMENTAL_CODE}, in meta.security or meta.tag: the gateway then "
+        "withholds it from the child's view, saying why and whom to ask. Any other code of that system is refused "
+        "(code-invalid)."
+    },
 }
 
 
@@ -563,6 +589,9 @@ def _encounter(
     except OverflowError:
         issue = Issue("error", "value", f"{path}.period.start", "the start must lie between the years 1 and 9999 in UTC")
         return RejectedEntry(index, path, (issue,))
+    labels, detrimental, mark_issues = _sharing_marks(resource, path)
+    if mark_issues:
+        return RejectedEntry(index, path, tuple(mark_issues))
     encounter_class = resource.get("class") or {}
     type_codings = [c for t in resource.get("type") or [] for c in t.get("coding") or []]
     emergency = encounter_class.get("code") == EMERGENCY_CLASS or any(
@@ -575,14 +604,50 @@ def _encounter(
         category="health.urgent_care" if emergency else "health.encounter",
         occurred_at=occurred_at,
         summary=_encounter_summary(encounter_class, type_codings),
-        security_labels=frozenset(
-            s["code"] for s in (resource.get("meta") or {}).get("security") or [] if s.get("code")
-        ),
+        security_labels=labels,
         entered_in_error=resource.get("status") == "entered-in-error",
         subject_ref=subject,
         payload=resource,
+        detrimental=detrimental,
     )
     return RecordEntry(index, path, location, record)
+
+
+_UNKNOWN_MARK = (
+    f"unknown code of {GATEWAY_CODE_SYSTEM}: the codes accepted are "
+    + ", ".join(repr(c) for c in sorted({DETRIMENTAL_CODE} | _GATEWAY_LABEL_CODES))
+    + f" ({DETRIMENTAL_CODE!r}: disclosure judged more detrimental to the child than not, Children Act 2004 s16LA)"
+)
+
+
+def _sharing_marks(resource: dict[str, Any], path: str) -> tuple[frozenset[str], bool, list[Issue]]:
+    """Read a record's meta: its security labels, whether it bears the s16LA mark, and any issues.
+
+    Labels are meta.security codes (the v3 Confidentiality and ActCode systems are the ones the
+    policy knows; a code of another system, or none, is kept too); the s16LA mark is a Coding of the gateway's own system in
+    meta.security or meta.tag. Any other code of that system is refused rather than ignored: a
+    mistyped mark must not let a record the source meant to withhold through.
+    """
+    meta = resource.get("meta") or {}
+    labels: set[str] = set()
+    detrimental = False
+    issues: list[Issue] = []
+    for element in ("security", "tag"):
+        for position, coding in enumerate(meta.get(element) or []):
+            system, code = coding.get("system"), coding.get("code")
+            if system == GATEWAY_CODE_SYSTEM:
+                if code == DETRIMENTAL_CODE:
+                    detrimental = True
+                elif code in _GATEWAY_LABEL_CODES:
+                    if element == "security":  # a tag is not a security label
+                        labels.add(code)
+                else:
+                    issues.append(Issue("error", "code-invalid", f"{path}.meta.{element}[{position}]", _UNKNOWN_MARK))
+            elif element == "security" and code:
+                # Any other system's code is kept, as before: the engine acts only on the codes it
+                # knows, and dropping a local system's "PSY" would show the record more widely.
+                labels.add(code)
+    return frozenset(labels), detrimental, issues
 
 
 def _encounter_summary(encounter_class: dict[str, Any], type_codings: list[dict[str, Any]]) -> str:

@@ -52,11 +52,49 @@ class IdentityClaim:
 
 
 @dataclass(frozen=True)
+class InvolvedPerson:
+    """Someone a record names besides the child (POLE: a person in the event), for the view's people.
+
+    Shown only where the record itself is disclosed. `role` is the person's part in the event
+    (victim, witness, suspect, present, reporting person, parent…); `relationship` is to the child.
+    """
+
+    role: str
+    name: str
+    birth_date: date | None = None
+    relationship: str | None = None
+
+
+@dataclass(frozen=True)
+class SchoolPlacement:
+    """Where the child is educated, as an education record says: routes Operation Encompass notices.
+
+    `urn` is the school's six-digit Unique Reference Number (None when not at a school);
+    `status` says whether the child is on the school's roll, has left it, is electively home
+    educated, or is missing education; `since` is when that became so.
+    """
+
+    urn: str | None
+    status: Literal["on_roll", "left", "elective_home_education", "missing_education"]
+    since: date | None = None
+
+
+@dataclass(frozen=True)
 class InboundRecord:
     """One shared fact about a child, normalised, with its original payload.
 
     `kind` and `category` use the policy vocabulary (`policies.RecordKind`, `policies.CATEGORIES`);
     the gateway refuses an entry whose kind or category it does not know.
+
+    The fields after `payload` are what some formats carry and the gateway acts on:
+    - `police_handling_code`: the 3x5x2 handling code (P or C) of police intelligence;
+    - `grading`: the 3x5x2 grading as shown where disclosed, e.g. "1/B/P";
+    - `detrimental`: the source judged disclosure more detrimental to the child than not (s16LA);
+    - `contact`: the officer, unit or person to ask, named when the view withholds the record;
+    - `people` and `locations`: who and where the record involves (the view's people section);
+    - `notice`: an Operation Encompass notice for the child's school, written for a DSL to read
+      (the school sees this, never the record behind it);
+    - `school`: the placement an education record states (enrolment, EHE, CME).
     """
 
     source_record_id: str
@@ -69,6 +107,14 @@ class InboundRecord:
     entered_in_error: bool
     subject_ref: str
     payload: dict[str, Any]
+    police_handling_code: Literal["P", "C"] | None = None
+    grading: str | None = None
+    detrimental: bool = False
+    contact: str | None = None
+    people: tuple[InvolvedPerson, ...] = ()
+    locations: tuple[str, ...] = ()
+    notice: str | None = None
+    school: SchoolPlacement | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +160,10 @@ class Submission:
     label: str
     entries: tuple[Entry, ...]
     issues: tuple[Issue, ...] = ()
+    # True where a claim exists only to say whom its records are about (the police and education
+    # batches): a claim that no accepted record names is then not linked, so that a refused record
+    # leaves no child behind. A FHIR Patient is a record in its own right (False).
+    claims_follow_records: bool = False
 
 
 class EntryStatus(StrEnum):

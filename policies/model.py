@@ -27,6 +27,9 @@ class Relationship(StrEnum):
 
     ALLOCATED_TEAM = "allocated_team"
     BREAK_GLASS = "break_glass"
+    # The designated safeguarding lead of the child's school (or the LA's education safeguarding
+    # lead) receiving an Operation Encompass notice: the notice alone, never the child's view.
+    OPERATION_ENCOMPASS = "operation_encompass"
     NONE = "none"
 
 
@@ -71,8 +74,18 @@ class RecordKind(StrEnum):
 
     IDENTITY = "identity"
     ENCOUNTER = "encounter"
+    # police (adapters/police)
     INCIDENT = "incident"
+    DOMESTIC_ABUSE_NOTIFICATION = "domestic_abuse_notification"
+    MISSING_EPISODE = "missing_episode"
+    CUSTODY = "custody"
+    INTELLIGENCE = "intelligence"
+    # education (adapters/education)
     ENROLMENT = "enrolment"
+    ATTENDANCE = "attendance"
+    EXCLUSION = "exclusion"
+    SAFEGUARDING_CONCERN = "safeguarding_concern"
+    EDUCATION_NOTICE = "education_notice"
 
 
 AGENCIES = frozenset(Agency)

@@ -33,7 +33,14 @@ from adapters import (
     parse_resource,
     resource_response,
 )
-from adapters.nhs_fhir import _datetime, capability_statement, entry_location, response_bundle
+from adapters.nhs_fhir import (
+    DETRIMENTAL_CODE,
+    GATEWAY_CODE_SYSTEM,
+    _datetime,
+    capability_statement,
+    entry_location,
+    response_bundle,
+)
 
 CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "ukcore-r4-examples"
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
@@ -257,6 +264,115 @@ def test_encounter_details_normalise() -> None:
     assert parsed.summary == "AMB encounter"
     assert no_time.occurred_at is None and no_time.summary == "Encounter"
     assert no_time.entered_in_error is False
+
+
+# --- meta: security labels and the s16LA mark ---------------------------------------------------
+
+CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+DETRIMENTAL = {"system": GATEWAY_CODE_SYSTEM, "code": DETRIMENTAL_CODE}
+
+
+def marked_record(**meta: list[dict[str, str]]) -> InboundRecord:
+    """The record of an Encounter (pushed with its Patient) whose meta has these codings."""
+    return record_of(parse(bundle(patient(), encounter(meta=meta))).entries[1])
+
+
+def test_the_mark_in_meta_security_makes_the_record_detrimental_and_is_no_label() -> None:
+    record = marked_record(security=[DETRIMENTAL, {"system": ACT_CODE, "code": "PSY"}])
+
+    assert record.detrimental is True
+    assert record.security_labels == frozenset({"PSY"})
+    assert DETRIMENTAL_CODE not in record.security_labels
+
+
+def test_the_mark_in_meta_tag_makes_the_record_detrimental() -> None:
+    record = marked_record(tag=[{"system": "https://local.example/tags", "code": "ed"}, DETRIMENTAL])
+
+    assert record.detrimental is True
+    assert record.security_labels == frozenset()
+
+
+def test_without_the_mark_a_record_is_not_detrimental() -> None:
+    plain = record_of(parse(bundle(patient(), encounter())).entries[1])
+    # The same code in another system is not the mark (kept as that system's label, as any is).
+    elsewhere = marked_record(security=[{"system": "https://local.example/codes", "code": DETRIMENTAL_CODE}],
+                              tag=[{"system": "https://local.example/codes", "code": DETRIMENTAL_CODE}])
+
+    assert plain.detrimental is False and plain.security_labels == frozenset()
+    assert elsewhere.detrimental is False and elsewhere.security_labels == frozenset({DETRIMENTAL_CODE})
+
+
+@pytest.mark.parametrize(
+    ("meta", "location"),
+    [
+        ({"security": [{"system": ACT_CODE, "code": "PSY"}, {"system": GATEWAY_CODE_SYSTEM, "code": "s16-detrimental"}]},
+         "Bundle.entry[1].resource.meta.security[1]"),
+        ({"tag": [{"system": GATEWAY_CODE_SYSTEM, "code": DETRIMENTAL_CODE.upper()}]},
+         "Bundle.entry[1].resource.meta.tag[0]"),
+        ({"tag": [{"system": GATEWAY_CODE_SYSTEM, "display": "detrimental"}]}, "Bundle.entry[1].resource.meta.tag[0]"),
+    ],
+    ids=["security-typo", "tag-wrong-case", "tag-without-code"],
+)
+def test_an_unknown_code_of_the_gateway_system_is_refused_at_its_coding(
+    meta: dict[str, list[dict[str, str]]], location: str
+) -> None:
+    entry = parse(bundle(patient(), encounter(meta=meta))).entries[1]
+
+    issue = only_issue(entry)
+    assert (entry.location, issue.severity, issue.code, issue.location) == (
+        "Bundle.entry[1].resource", "error", "code-invalid", location
+    )
+    assert GATEWAY_CODE_SYSTEM in issue.message and repr(DETRIMENTAL_CODE) in issue.message
+
+
+def test_an_unknown_code_in_a_put_encounter_is_located_under_the_resource() -> None:
+    resource = encounter("e5", meta={"tag": [DETRIMENTAL, {"system": GATEWAY_CODE_SYSTEM, "code": "other"}]})
+
+    submission = parse_resource(json.dumps(resource).encode(), JSON_TYPE, resource_type="Encounter", resource_id="e5")
+
+    issue = only_issue(submission.entries[0])
+    assert (issue.code, issue.location) == ("code-invalid", "Encounter.meta.tag[1]")
+
+
+def test_the_mark_is_read_from_an_xml_push() -> None:
+    body = (
+        '<Bundle xmlns="http://hl7.org/fhir"><type value="batch"/><entry><resource><Encounter><id value="e1"/>'
+        f'<meta><security><system value="{GATEWAY_CODE_SYSTEM}"/><code value="{DETRIMENTAL_CODE}"/></security></meta>'
+        '<status value="finished"/><class><code value="AMB"/></class><subject><reference value="Patient/p1"/></subject>'
+        '</Encounter></resource><request><method value="PUT"/><url value="Encounter/e1"/></request></entry></Bundle>'
+    )
+
+    record = record_of(parse(body.encode(), "application/fhir+xml").entries[0])
+
+    assert record.detrimental is True and record.security_labels == frozenset()
+
+
+def test_security_codes_of_any_system_are_labels_and_tags_never_are() -> None:
+    record = marked_record(
+        security=[
+            {"system": CONFIDENTIALITY, "code": "R"},
+            {"system": ACT_CODE, "code": "PSY"},
+            {"system": "http://hl7.org/fhir/v3/ActCode", "code": "HIV"},  # the same system's DSTU2/STU3 URL
+            {"system": "https://local.example/sensitivity", "code": "SEX"},  # a local system's: kept, never dropped
+            {"code": "ETH"},  # no system: taken, as before
+        ],
+        tag=[{"system": CONFIDENTIALITY, "code": "V"}],  # a tag is never a security label
+    )
+
+    assert record.security_labels == frozenset({"R", "PSY", "HIV", "SEX", "ETH"})
+    assert record.detrimental is False
+
+
+def test_the_capability_statement_documents_the_mark_on_encounters() -> None:
+    statement = capability_statement(token_endpoint="https://gateway.test.example/oauth/token")
+
+    get_fhir_model_class("CapabilityStatement").model_validate(statement)
+    documentation = {resource["type"]: resource.get("documentation", "") for resource in statement["rest"][0]["resource"]}
+    assert GATEWAY_CODE_SYSTEM in documentation["Encounter"] and DETRIMENTAL_CODE in documentation["Encounter"]
+    assert "s16LA" in documentation["Encounter"] and "meta.tag" in documentation["Encounter"]
+    assert CONFIDENTIALITY in documentation["Encounter"] and ACT_CODE in documentation["Encounter"]
+    assert GATEWAY_CODE_SYSTEM not in documentation["Patient"]
 
 
 def test_naive_start_is_taken_as_utc_and_missing_period_is_none() -> None:
