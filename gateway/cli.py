@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -25,10 +26,12 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 link_app = typer.Typer(help="Identity linking.", no_args_is_help=True)
+import_app = typer.Typer(help="Bulk imports as a registered agency system.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(link_app, name="link")
+app.add_typer(import_app, name="import")
 
 
 @keys_app.command("create")
@@ -384,3 +387,105 @@ def link_batch(
             scratch.close()
     if errors:
         typer.echo(f"{errors} line(s) could not be linked (see their error lines)", err=True)
+
+
+@import_app.command("education")
+def import_education(
+    file: Annotated[Path, typer.Argument(help="A termly attendance extract: CSV with the education/v1 columns.")],
+    client: Annotated[str, typer.Option(help="The registered school or LA system the rows come from.")],
+    atomic: Annotated[bool, typer.Option(help="All rows or none: one bad row stores nothing.")] = False,
+    chunk: Annotated[int, typer.Option(min=1, max=1000, help="Rows stored per transaction (ignored with --atomic).")] = 250,
+    report: Annotated[
+        Path | None, typer.Option(help="Write each row's outcome here as JSON (the HTTP route's answer).")
+    ] = None,
+) -> None:
+    """Import a CSV as POST /education/v1/records.csv would, with a progress bar; rejected rows on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from adapters import AdapterError
+    from adapters.batch import BatchSubmission
+    from adapters.education import EducationAdapter
+    from gateway.auth.principal import Principal, PrincipalKind
+    from gateway.ingest.bulk import ingest_batch
+    from gateway.kit.auditor import Auditor, commit_refusal
+    from gateway.keys import KeyFolder
+    from gateway.kit.db import build_engine, build_sessionmaker
+    from gateway.kit.errors import GatewayError
+    from gateway.models import Client
+    from gateway.notifications.routing import routing_for
+
+    settings = Settings()
+    _require_head(settings)
+    if not file.is_file():
+        typer.echo(f"no such file: {file}", err=True)
+        raise typer.Exit(code=2)
+    adapter = EducationAdapter()
+    try:
+        submission = adapter.parse(file.read_bytes(), "text/csv", max_entries=settings.max_csv_rows)
+    except AdapterError as error:
+        for issue in error.issues:
+            typer.echo(f"refused: {issue.location}: {issue.message}", err=True)
+        raise typer.Exit(code=2) from None
+    assert isinstance(submission, BatchSubmission)  # the education adapter's own kind of submission
+    submission = dataclasses.replace(submission, atomic=atomic)
+    if atomic and len(submission.records) > settings.max_atomic_records:
+        typer.echo(
+            f"refused: an all-or-nothing import takes at most {settings.max_atomic_records} rows "
+            f"(GATEWAY_MAX_ATOMIC_RECORDS); import without --atomic, or split the file",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    engine = build_engine(settings.database_url)
+    factory = build_sessionmaker(engine, deferred_audit=settings.audit_deferred())
+    with factory() as session:
+        registered = session.get(Client, client)
+        agency = registered.agency if registered is not None else None
+    if agency is None:
+        typer.echo(f"no registered client {client!r}", err=True)
+        raise typer.Exit(code=2)
+    principal = Principal(PrincipalKind.CLIENT, client, agency)
+    keys = KeyFolder(settings.keys_dir)
+    started = time.monotonic()
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as progress, factory() as session:
+            task = progress.add_task("importing", total=len(submission.records))
+            outcomes = ingest_batch(
+                session,
+                principal,
+                auditor=Auditor(session, principal.actor()),
+                keyring=keys.data_keyring(),
+                routing=routing_for(settings, settings.load_policy()),
+                submission=submission,
+                chunk=chunk,
+                progress=lambda records: progress.advance(task, records),
+            )
+            session.commit()
+    except GatewayError as error:
+        if error.audit:
+            with factory() as session:
+                commit_refusal(session, error)  # a refused import is audited, as over HTTP
+        typer.echo(f"refused: {error.detail}", err=True)
+        for detail in error.errors[:20]:
+            typer.echo(f"  {detail.location}: {detail.message}", err=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        if settings.audit_deferred():
+            from gateway.ig.checkpointer import integrate_pending
+
+            integrate_pending(factory, wait=True)
+        engine.dispose()
+    answer = adapter.render(submission, outcomes).body
+    if report is not None:
+        report.write_text(json.dumps(answer, indent=1))
+    for outcome in answer["outcomes"]:
+        for error_line in outcome["errors"]:
+            typer.echo(f"{error_line['location']}: {error_line['message']}", err=True)
+    summary = answer["summary"]
+    seconds = time.monotonic() - started
+    typer.echo(
+        f"{len(answer['outcomes'])} rows in {seconds:.1f} s: {summary['created']} created, "
+        f"{summary['unchanged']} unchanged, {summary['rejected']} rejected"
+    )
+    if summary["rejected"]:
+        raise typer.Exit(code=1)

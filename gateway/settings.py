@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.kit.db import DatabaseLimits
+from policies import Policy, default_policy, load_policy
 
 
 class Settings(BaseSettings):
@@ -69,6 +70,19 @@ class Settings(BaseSettings):
         pattern=r"^[1-7]-[1-7]$",
         description="Working days as ISO weekday numbers (1 = Monday): first-last.",
     )
+    school_day_start: str = Field(
+        default="08:30",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description=(
+            "When a school day starts (HH:MM, in review_timezone, Monday to Friday): an Operation "
+            "Encompass notice is due by the start of the next school day."
+        ),
+    )
+    encompass_sweep_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often each worker escalates Operation Encompass notices past their deadline (0: never).",
+    )
     review_daily_children: int = Field(
         default=25, ge=1, description="Children one person may open in a day before their views are flagged."
     )
@@ -84,6 +98,17 @@ class Settings(BaseSettings):
     max_bundle_entries: int = Field(
         default=1000, ge=1, description="Most entries one push may carry (413 beyond); split larger loads."
     )
+    max_atomic_records: int = Field(
+        default=250,
+        ge=1,
+        description=(
+            "Most records an all-or-nothing police or education batch may carry (413 beyond): one transaction "
+            "holds a lock per record, identity and blocking key. Larger batches are stored in chunks."
+        ),
+    )
+    max_csv_rows: int = Field(
+        default=50_000, ge=1, description="Most rows one CSV extract may carry (413 beyond); split larger extracts."
+    )
     db_lock_timeout_ms: int = Field(default=5_000, ge=100, description="PostgreSQL lock_timeout.")
     db_statement_timeout_ms: int = Field(default=30_000, ge=1000, description="PostgreSQL statement_timeout.")
     db_idle_in_transaction_timeout_ms: int = Field(
@@ -94,6 +119,10 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, description="Connections per worker process (as many again on overflow).")
     db_pool_timeout_s: int = Field(default=10, ge=1, description="Longest wait for a pooled connection.")
+
+    def load_policy(self) -> Policy:
+        """Return the ISA these settings name (GATEWAY_POLICY_PATH), or the one shipped."""
+        return load_policy(self.policy_path) if self.policy_path else default_policy()
 
     def audit_deferred(self) -> bool:
         """Say whether commits stage their audit events for the integrator (see audit_append)."""

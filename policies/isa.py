@@ -78,6 +78,17 @@ class Policy(BaseModel):
     # Staff roles that work the identity-linking review queue and merge or unmerge children,
     # besides the lead practitioner of a case (who may decide pairs about their own child).
     linking_roles: tuple[str, ...] = ("linking_officer",)
+    # Categories whose new records reach the allocated team's lead practitioner's inbox when the
+    # child has an open case (CP-IS's promise, for every agency). None by default: an ISA opts in.
+    notifiable_categories: tuple[str, ...] = ()
+
+    @field_validator("notifiable_categories")
+    @classmethod
+    def _known_notifiable(cls, categories: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(categories) - CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown category {unknown[0]!r}; see policies.model.CATEGORIES")
+        return categories
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -32,6 +32,9 @@ class ItemRow(NamedTuple):
     # The sealed content, only for rows stored before migration 0003 (no sealed summary): their
     # summary is read from it. None for every other row, so that payloads stay in the database.
     legacy_content: bytes | None
+    # Whom to ask about it (an officer or unit), and its sealed people, locations and grading, if any.
+    contact: str | None
+    sealed_detail: bytes | None
     security_labels: frozenset[str]
 
 
@@ -76,6 +79,8 @@ def get_items(session: Session, access: ChildAccess) -> list[ItemRow]:
             item.sealed_summary,
             # In the same query, not a second one: after migration 0003 this is NULL for every row.
             case((item.sealed_summary.is_(None), item.sealed_content)).label("legacy_content"),
+            item.contact,
+            item.sealed_detail,
             cast(item.security_labels, Text).label("security_labels"),  # last: parsed below
         )
         .where(item.child_id == access.child_id, item.status != RecordStatus.SUPERSEDED)

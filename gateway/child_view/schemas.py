@@ -92,8 +92,30 @@ class TimelineEntry(BaseModel):
     received_at: datetime
     status: RecordStatus
     summary: str
+    grading: str | None = Field(
+        default=None, description="Police intelligence's 3x5x2 grading (source/intelligence/handling), e.g. 2/B/P."
+    )
     redacted_fields: list[str]
     decision: DecisionRead
+
+
+class PersonRead(BaseModel):
+    """Someone a disclosed record involves besides the child (POLE: a person in the event)."""
+
+    name: str
+    role: str = Field(description="Their part in the event: victim, witness, suspect, present, parent…")
+    relationship: str | None = Field(description="To the child, as the source put it.")
+    birth_date: date | None
+    item_id: uuid.UUID = Field(description="The record that names them.")
+    agency: Agency
+
+
+class LocationRead(BaseModel):
+    """A place a disclosed record involves."""
+
+    description: str
+    item_id: uuid.UUID
+    agency: Agency
 
 
 class WithheldRead(BaseModel):
@@ -171,10 +193,7 @@ class PolicyRead(BaseModel):
 
 
 class ChildViewRead(BaseModel):
-    """One child, one purpose: identities, key facts, timeline, consent, withheld.
-
-    The people linked to the child join the view when related persons are linked (a later stage).
-    """
+    """One child, one purpose: identities, key facts, timeline, people and places, consent, withheld."""
 
     child_id: uuid.UUID
     purpose: Purpose
@@ -185,6 +204,8 @@ class ChildViewRead(BaseModel):
     conflicts: list[ConflictRead]
     key_facts: KeyFactsRead
     timeline: list[TimelineEntry] = Field(description="Disclosed items, newest first.")
+    people: list[PersonRead] = Field(description="People the disclosed records involve, newest record first.")
+    locations: list[LocationRead] = Field(description="Places the disclosed records involve, newest record first.")
     consent: ConsentStateRead
     withheld: list[WithheldRead]
     linking: LinkingRead

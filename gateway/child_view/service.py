@@ -31,7 +31,19 @@ from gateway.cases.service import require_child_access
 from gateway.identity.service import get_linked_identities, read_claim
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, OpenedKey
-from gateway.models import Case, ChildMerge, Client, Consent, Identity, Item, ItemContent, Link, Override, Team
+from gateway.models import (
+    Case,
+    ChildMerge,
+    Client,
+    Consent,
+    Identity,
+    Item,
+    ItemContent,
+    ItemDetail,
+    Link,
+    Override,
+    Team,
+)
 from policies import (
     Agency,
     CaseStatus,
@@ -59,7 +71,9 @@ from .schemas import (
     KeyFactsRead,
     LinkingEventRead,
     LinkingRead,
+    LocationRead,
     OverrideRead,
+    PersonRead,
     PolicyRead,
     SourceRead,
     TeamRead,
@@ -187,6 +201,7 @@ def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purp
             elif decision.kind is DecisionKind.INDICATE:
                 indicated.append((item, decision))
         identities = [_identity(aggregate, identity, claim) for identity, claim in aggregate.identities]
+        details = _details(aggregate, shown)
         return ChildViewRead(
             child_id=aggregate.access.child_id,
             purpose=purpose,
@@ -200,7 +215,26 @@ def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purp
                 allocated_team=TeamRead.model_validate(aggregate.team),
                 lead_practitioner=aggregate.case.lead_practitioner,
             ),
-            timeline=_timeline(aggregate, shown),
+            timeline=_timeline(aggregate, shown, details),
+            people=[
+                PersonRead(
+                    name=person.name,
+                    role=person.role,
+                    relationship=person.relationship,
+                    birth_date=person.birth_date,
+                    item_id=item.id,
+                    agency=item.agency,
+                )
+                for item, decision in shown
+                if item.id in details and "people" not in decision.redacted_fields
+                for person in details[item.id].people
+            ],
+            locations=[
+                LocationRead(description=location, item_id=item.id, agency=item.agency)
+                for item, decision in shown
+                if item.id in details and "locations" not in decision.redacted_fields
+                for location in details[item.id].locations
+            ],
             consent=ConsentStateRead(
                 records=[ConsentRead.model_validate(c) for c in aggregate.consents],
                 overrides=[OverrideRead.model_validate(o) for o in aggregate.overrides],
@@ -324,7 +358,17 @@ def _conflicts(identities: list[IdentityRead]) -> list[ConflictRead]:
     return conflicts
 
 
-def _timeline(aggregate: ChildAggregate, shown: Decided) -> list[TimelineEntry]:
+def _details(aggregate: ChildAggregate, shown: Decided) -> dict[uuid.UUID, ItemDetail]:
+    """Unseal the people, locations and grading of the shown items that carry any (police records)."""
+    key = OpenedKey(aggregate.data_key)
+    return {
+        item.id: key.unseal_value(item.sealed_detail, ItemDetail, context=Item.context_for(item.id, "detail"))
+        for item, _decision in shown
+        if item.sealed_detail is not None
+    }
+
+
+def _timeline(aggregate: ChildAggregate, shown: Decided, details: dict[uuid.UUID, ItemDetail]) -> list[TimelineEntry]:
     # Entries share one SourceRead per source and one DecisionRead per distinct decision, built once
     # here instead of once per entry. The entries themselves are still validated: with values
     # already of their fields' types and nested models passed through as they are, pydantic-core
@@ -353,6 +397,9 @@ def _timeline(aggregate: ChildAggregate, shown: Decided) -> list[TimelineEntry]:
                 received_at=item.received_at,
                 status=item.status,
                 summary=_summary(opened_key, item, decision),
+                grading=details[item.id].grading
+                if item.id in details and "grading" not in decision.redacted_fields
+                else None,
                 redacted_fields=list(decision.redacted_fields),
                 decision=decision_read,
             )
@@ -374,7 +421,9 @@ def _summary(key: OpenedKey, item: ItemRow, decision: Decision) -> str:
 def _withheld(indicated: Decided) -> list[WithheldRead]:
     groups: dict[tuple[str, str, str | None, str], int] = defaultdict(int)
     for item, decision in indicated:
-        groups[(item.agency, decision.reason, decision.ask, decision.rule_id)] += 1
+        # The record's own contact (the officer or unit that holds it), beside the team member to ask.
+        ask = f"{decision.ask}, or {item.contact}" if decision.ask and item.contact else decision.ask
+        groups[(item.agency, decision.reason, ask, decision.rule_id)] += 1
     return [
         WithheldRead(agency=agency, reason=reason, ask=ask, rule_id=rule_id, count=count)
         for (agency, reason, ask, rule_id), count in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][3]))

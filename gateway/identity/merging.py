@@ -34,6 +34,7 @@ from gateway.models import (
     Identity,
     Item,
     ItemContent,
+    ItemDetail,
     Link,
     LinkMethod,
     LinkState,
@@ -148,6 +149,10 @@ def _move(
         }
         if item.sealed_summary is not None:
             row["sealed_summary"] = seal_value(new, content.summary, str, context=Item.context_for(item.id, "summary"))
+        if item.sealed_detail is not None:
+            detail_context = Item.context_for(item.id, "detail")
+            detail = old.unseal_value(item.sealed_detail, ItemDetail, context=detail_context)
+            row["sealed_detail"] = seal_value(new, detail, ItemDetail, context=detail_context)
         updates.append(row)
     if updates:
         session.execute(update(Item), updates)

@@ -23,6 +23,7 @@ of a scored claim, so two pushes that could link to one another take turns.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -168,7 +169,13 @@ class _NewVersion:
     claim: IdentityClaim
     nhs_index: str | None
     upn_index: str | None
-    blocks: set[str]
+    keyring: DataKeyring
+
+    @functools.cached_property
+    def blocks(self) -> set[str]:
+        """The keyed hashes of the claim's blocking keys, computed when first needed: a version
+        stored before (an extract's rows, a repeated push) never needs them."""
+        return {self.keyring.blind_index(BLOCK_SCHEME, k) for k in block_keys(demographics_of(self.claim))}
 
 
 @dataclass
@@ -238,7 +245,7 @@ class _ClaimLinking:
                     claim=claim,
                     nhs_index=self._index(NHS_NUMBER_SCHEME, claim.nhs_number),
                     upn_index=self._index(UPN_SCHEME, claim.upn),
-                    blocks={self.keyring.blind_index(BLOCK_SCHEME, k) for k in block_keys(demographics_of(claim))},
+                    keyring=self.keyring,
                 )
         return versions
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from adapters import AdapterError, NhsFhirAdapter, parse_resource, resource_response
 from gateway.auth.dependencies import CallerAuditor, ClientPrincipal
-from gateway.kit.context import AppSettings, Keyring
+from gateway.kit.context import ActiveRouting, AppSettings, Keyring
 from gateway.kit.db import DbSession
 from gateway.kit.errors import error_route
 
@@ -59,6 +59,7 @@ def push_bundle(
     auditor: CallerAuditor,
     keyring: Keyring,
     settings: AppSettings,
+    routing: ActiveRouting,
     body: FhirBody,
 ) -> Response:
     """Store a Bundle's Patients and records and answer with the response Bundle."""
@@ -66,7 +67,7 @@ def push_bundle(
         submission = FHIR.parse(body.content, body.media_type, max_entries=settings.max_bundle_entries)
     except AdapterError as error:
         raise adapter_failure(error) from None
-    outcomes = ingest(session, principal, auditor=auditor, keyring=keyring, submission=submission)
+    outcomes = ingest(session, principal, auditor=auditor, keyring=keyring, routing=routing, submission=submission)
     return respond(FHIR.render(submission, outcomes))
 
 
@@ -88,6 +89,7 @@ def put_resource(
     keyring: Keyring,
     resource_type: Annotated[str, Path(pattern=r"^[A-Z][A-Za-z]{1,63}$")],
     resource_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9\-\.]{1,64}$")],
+    routing: ActiveRouting,
     body: FhirBody,
 ) -> Response:
     """Store one Patient or record, as a one-entry transaction."""
@@ -97,7 +99,7 @@ def put_resource(
         )
     except AdapterError as error:
         raise adapter_failure(error) from None
-    outcomes = ingest(session, principal, auditor=auditor, keyring=keyring, submission=submission)
+    outcomes = ingest(session, principal, auditor=auditor, keyring=keyring, routing=routing, submission=submission)
     return respond(resource_response(submission, outcomes[0]))
 
 

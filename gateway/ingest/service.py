@@ -15,22 +15,36 @@ from typing import Any, NoReturn
 from opentelemetry import trace
 from sqlalchemy.orm import Session
 
-from adapters import ClaimEntry, EntryOutcome, EntryStatus, InboundRecord, Issue, RecordEntry, RejectedEntry, Submission
+from adapters import (
+    ClaimEntry,
+    EntryOutcome,
+    EntryStatus,
+    IdentityClaim,
+    InboundRecord,
+    Issue,
+    RecordEntry,
+    RejectedEntry,
+    Submission,
+)
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
 from gateway.identity import repository as identity_repository
 from gateway.identity.service import LinkRefused, link_claims
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, seal_value
-from gateway.kit.db import lock_all_for_transaction
+from gateway.kit.db import insert_all, lock_all_for_transaction
 from gateway.kit.errors import ErrorDetail, Forbidden, GatewayError
-from gateway.models import Client, Item, ItemContent
+from gateway.models import Client, Item, ItemContent, ItemDetail, PersonDetail, SchoolPlacement
+from gateway.notifications.routing import FiledRecord, Routing, RoutingScope, route
 from gateway.models.base import utcnow
 from policies import CATEGORIES, RecordKind, RecordStatus
 
 from . import repository
 
 tracer = trace.get_tracer("gateway.ingest")
+
+
+_UNNAMED = "not stored: no record of this push that was accepted is about this person"
 
 
 class PushRejected(GatewayError):
@@ -55,18 +69,22 @@ def ingest(
     *,
     auditor: Auditor,
     keyring: DataKeyring,
+    routing: Routing,
     submission: Submission,
 ) -> list[EntryOutcome]:
     """Store a submission's entries for the calling client; return one outcome per entry, in order.
 
     Set-based: a push costs a constant number of statements, whatever its size. Claims are
     linked first (a record may name a subject claimed in the same push), then records are
-    filed. An atomic submission with any problem is refused as a whole before it is stored.
+    filed, then each new record is routed to the inboxes it belongs in (notifications/routing.py).
+    An atomic submission with any problem is refused as a whole before it is stored.
     """
     with tracer.start_as_current_span("ingest") as span:
         span.set_attribute("gateway.submission", submission.label)
         span.set_attribute("gateway.entry_count", len(submission.entries))
-        push = _Push(session, principal, auditor, keyring, submission, _active_client(session, principal, auditor))
+        push = _Push(
+            session, principal, auditor, keyring, routing, submission, _active_client(session, principal, auditor)
+        )
         outcomes = push.store()
         push.audit(outcomes)
         return outcomes
@@ -80,8 +98,11 @@ class _Push:
     principal: Principal
     auditor: Auditor
     keyring: DataKeyring
+    routing: Routing
     submission: Submission
     client: Client
+    claims: dict[str, IdentityClaim] = field(default_factory=dict)
+    filed: list[FiledRecord] = field(default_factory=list)
     tallies: Tallies = field(default_factory=lambda: defaultdict(_ChildTally))
     outcomes: dict[int, EntryOutcome] = field(default_factory=dict)
     data_keys: dict[uuid.UUID, bytes] = field(default_factory=dict)
@@ -102,12 +123,22 @@ class _Push:
                 kind = self._known_kind(entry)
                 if kind is not None and self._allowed(kind, entry.index, entry.location):
                     records[entry.index] = (entry, kind)
+        if self.submission.claims_follow_records:
+            named = {entry.record.subject_ref for entry, _kind in records.values()}
+            for index, entry in list(claims.items()):
+                if entry.claim.source_record_id not in named:
+                    del claims[index]
+                    self._reject(index, Issue("error", "processing", entry.location, _UNNAMED))
         self._settle()
         with tracer.start_as_current_span("link"):
             self._link(claims)
         self._settle()
         with tracer.start_as_current_span("file"):
             self._file(records)
+        if self.filed:
+            with tracer.start_as_current_span("route"):
+                scope = RoutingScope(frozenset(f.child_id for f in self.filed))
+                route(self.session, self.auditor, scope, self.routing, self.filed, self.data_keys)
         return [self.outcomes[index] for index in sorted(self.outcomes)]
 
     def audit(self, outcomes: list[EntryOutcome]) -> None:
@@ -137,6 +168,7 @@ class _Push:
             )
 
     def _link(self, claims: dict[int, ClaimEntry]) -> None:
+        self.claims = {entry.claim.source_record_id: entry.claim for entry in claims.values()}
         linked = link_claims(
             self.session,
             self.principal,
@@ -166,6 +198,7 @@ class _Push:
         stored_versions = {(row.source_record_id, row.source_version): row.child_id for row in stored}
         in_force = {row.source_record_id for row in stored if row.status != RecordStatus.SUPERSEDED}
 
+        known = {row.source_record_id for row in stored}  # records with a version stored before
         new: dict[tuple[str, str], list[int]] = {}
         for index, (entry, _kind) in sorted(records.items()):
             version = (entry.record.source_record_id, entry.record.source_version)
@@ -185,6 +218,7 @@ class _Push:
         last_version = {version[0]: version for version in new}
         rows: list[dict[str, Any]] = []
         filed: dict[uuid.UUID, tuple[uuid.UUID, list[int]]] = {}
+        placements: list[dict[str, Any]] = []
         for version, indexes in new.items():
             entry, kind = records[indexes[0]]
             subject = subjects.get(entry.record.subject_ref)
@@ -197,11 +231,21 @@ class _Push:
             latest = last_version[version[0]] == version
             rows.append(self._item_row(item_id, entry.record, kind, child_id, identity_id, in_force=latest))
             filed[item_id] = (child_id, indexes)
+            if (school := entry.record.school) is not None:
+                placements.append({"item_id": item_id, "urn": school.urn, "status": school.status, "since": school.since})
+            if latest and version[0] not in known:
+                self.filed.append(
+                    FiledRecord(
+                        item_id, child_id, kind, self.client.agency, entry.record, self.claims.get(entry.record.subject_ref)
+                    )
+                )
         self._settle()
         superseded = {row["source_record_id"] for row in rows} & in_force
         if superseded:
             repository.supersede_items(self.session, client_id=client_id, source_record_ids=superseded)
         repository.add_items(self.session, rows)
+        if placements:
+            insert_all(self.session, SchoolPlacement, placements)
         for item_id, (child_id, indexes) in filed.items():
             first, *repeats = indexes
             self.tallies[child_id].items_created.append(str(item_id))
@@ -234,8 +278,9 @@ class _Push:
             "occurred_at": record.occurred_at,
             "received_at": utcnow(),
             "security_labels": sorted(record.security_labels),
-            "police_handling_code": None,
-            "detrimental": False,
+            "police_handling_code": record.police_handling_code,
+            "detrimental": record.detrimental,
+            "contact": record.contact,
             "status": status if in_force else RecordStatus.SUPERSEDED,
             "sealed_content": seal_value(
                 data_key,
@@ -244,6 +289,7 @@ class _Push:
                 context=Item.context_for(item_id),
             ),
             "sealed_summary": seal_value(data_key, record.summary, str, context=Item.context_for(item_id, "summary")),
+            "sealed_detail": _sealed_detail(data_key, item_id, record),
         }
 
     def _unwrap_keys(self, child_ids: set[uuid.UUID]) -> None:
@@ -307,6 +353,21 @@ class _Push:
                 "issue_count": len(issues),
             },
         )
+
+
+def _sealed_detail(data_key: bytes, item_id: uuid.UUID, record: InboundRecord) -> bytes | None:
+    """Seal the people, locations and grading a record carries; None when it carries none."""
+    if not (record.people or record.locations or record.grading):
+        return None
+    detail = ItemDetail(
+        people=tuple(
+            PersonDetail(role=p.role, name=p.name, birth_date=p.birth_date, relationship=p.relationship)
+            for p in record.people
+        ),
+        locations=record.locations,
+        grading=record.grading,
+    )
+    return seal_value(data_key, detail, ItemDetail, context=Item.context_for(item_id, "detail"))
 
 
 def _unfileable(entry: RecordEntry, subject: tuple[uuid.UUID, uuid.UUID] | None) -> Issue:

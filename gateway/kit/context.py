@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit import Actor, NoteSigner
+from gateway.notifications.routing import Routing
 from gateway.settings import Settings
 from policies import Policy
 
@@ -48,6 +49,11 @@ async def get_policy(request: Request) -> Policy:
     return _built(request, "policy", Policy)
 
 
+async def get_routing(request: Request) -> Routing:
+    """Return how new records are routed to inboxes (the ISA, when a school day starts)."""
+    return _built(request, "routing", Routing)
+
+
 def _built(request: Request, name: str, kind: type[T]) -> T:
     # What the app factory built and kept on app.state, checked for its type once more here so
     # that a wrong assignment fails loudly instead of surfacing later as an AttributeError.
@@ -77,6 +83,7 @@ async def get_anonymous_auditor(request: Request, session: DbSession) -> Auditor
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Keyring = Annotated[DataKeyring, Depends(get_keyring)]
 ActivePolicy = Annotated[Policy, Depends(get_policy)]
+ActiveRouting = Annotated[Routing, Depends(get_routing)]
 AuditSigner = Annotated[NoteSigner, Depends(get_audit_signer)]
 DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 AnonymousAuditor = Annotated[Auditor, Depends(get_anonymous_auditor)]

@@ -4,7 +4,8 @@ from .base import Base, utcnow
 from .child import Child, ChildIdentifier, ChildMerge, Identity, IdentityBlock, Link, LinkMethod, LinkState, MergeKind
 from .client import Client, UsedAssertion
 from .consent import Consent, Override
-from .item import Item, ItemContent
+from .inbox import InboxEntry, InboxKind, SchoolContact, SchoolContactRole, SchoolPlacement
+from .item import Item, ItemContent, ItemDetail, PersonDetail
 from .review import ReviewEntry, ReviewOutcome, ReviewStatus
 from .team import Case, Team, TeamMember
 
@@ -17,17 +18,24 @@ __all__ = [
     "Client",
     "Consent",
     "Identity",
+    "InboxEntry",
+    "InboxKind",
     "IdentityBlock",
     "Item",
     "ItemContent",
+    "ItemDetail",
     "Link",
     "LinkMethod",
     "LinkState",
     "MergeKind",
     "Override",
+    "PersonDetail",
     "ReviewEntry",
     "ReviewOutcome",
     "ReviewStatus",
+    "SchoolContact",
+    "SchoolContactRole",
+    "SchoolPlacement",
     "Team",
     "TeamMember",
     "UsedAssertion",

@@ -75,7 +75,10 @@ class SourceVersionedMixin:
     @declared_attr
     def client_id(cls) -> Mapped[str]:
         """The source system that pushed this version."""
-        return mapped_column(ForeignKey("client.id"), index=True)
+        # No index of its own: the unique (client_id, source_record_id, source_version) index leads
+        # with it. A separate one misled the planner on a table growing under a large push (no
+        # statistics yet): it scanned all of a client's rows for each chunk's records (migration 0006).
+        return mapped_column(ForeignKey("client.id"))
 
     @declared_attr
     def status(cls) -> Mapped[RecordStatus]:

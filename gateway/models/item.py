@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from policies import Agency, RecordKind
@@ -22,6 +22,27 @@ class ItemContent(BaseModel):
 
     summary: str
     payload: dict[str, Any]
+
+
+class PersonDetail(BaseModel):
+    """Someone a record involves besides the child, as its source described them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    name: str
+    birth_date: date | None = None
+    relationship: str | None = None
+
+
+class ItemDetail(BaseModel):
+    """What the view shows of an item besides its summary: who and where, and its grading."""
+
+    model_config = ConfigDict(frozen=True)
+
+    people: tuple[PersonDetail, ...] = ()
+    locations: tuple[str, ...] = ()
+    grading: str | None = None
 
 
 class Item(SourceVersionedMixin, SealedRowMixin, UUIDPrimaryKey, Base):
@@ -41,8 +62,13 @@ class Item(SourceVersionedMixin, SealedRowMixin, UUIDPrimaryKey, Base):
     police_handling_code: Mapped[str | None] = mapped_column(String(1))
     # The source judged disclosure more detrimental to the child than not (Children Act 2004 s16LA).
     detrimental: Mapped[bool] = mapped_column(default=False)
+    # Whom to ask about this record (an officer or unit, a school's DSL), named when it is withheld.
+    contact: Mapped[str | None] = mapped_column(Text)
     # ItemContent, sealed under the child's data key.
     sealed_content: Mapped[bytes] = mapped_column(LargeBinary)
     # The summary alone (a JSON string) under the same key, context `item:<id>/summary`: the view
     # unseals only this. None on rows stored before migration 0003; their view reads sealed_content.
     sealed_summary: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # ItemDetail (people, locations, grading) under the same key, context `item:<id>/detail`, for
+    # the records that carry any (police); shown only with the item.
+    sealed_detail: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -5,7 +5,9 @@ child's data (items, identities through their links, links, consents, overrides)
 appear in a function with a parameter annotated `ChildAccess`, which only
 `cases.service.require_child_access` (through the access query) makes, or `LinkingAuthority`
 (identity linking's own gate, gateway/identity/authority.py), which only a push and the
-linking review make. A new query that filters by a bare child id fails here.
+linking review make, or `RoutingScope` (a push reading where the children it filed records
+for are at school, gateway/notifications/routing.py), which only the ingest service makes.
+A new query that filters by a bare child id fails here.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _takes_access(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     arguments = [*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs]
     return any(
         argument.annotation is not None
-        and any(gate in ast.unparse(argument.annotation) for gate in ("ChildAccess", "LinkingAuthority"))
+        and any(gate in ast.unparse(argument.annotation) for gate in ("ChildAccess", "LinkingAuthority", "RoutingScope"))
         for argument in arguments
     )
 
@@ -104,3 +106,13 @@ def unrelated(session, child_id):
     return session.scalars(select(Case).where(Case.child_id == child_id))
 '''
     assert unscoped_child_queries(bypass) == ["<source>:3 get_items", "<source>:6 get_links"]
+
+
+def test_only_the_ingest_service_makes_a_routing_scope() -> None:
+    builders = sorted(
+        str(path.relative_to(GATEWAY.parent))
+        for path in GATEWAY.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "RoutingScope"
+    )
+    assert builders == ["gateway/ingest/service.py"], builders

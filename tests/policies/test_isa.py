@@ -44,6 +44,13 @@ def test_default_isa_loads_and_covers_both_purposes() -> None:
     assert all(rule.lawful_basis in policy.lawful_bases for rule in policy.rules)
 
 
+def test_notifiable_categories_default_to_none_and_the_shipped_isa_names_cp_is_kinds() -> None:
+    assert load_policy_text(VALID).notifiable_categories == ()
+    shipped = default_policy().notifiable_categories
+    assert {"health.urgent_care", "police.domestic_abuse", "education.safeguarding_concern"} <= set(shipped)
+    assert "police.intelligence" not in shipped  # intelligence is not announced to a practitioner's inbox
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
@@ -60,6 +67,7 @@ def test_default_isa_loads_and_covers_both_purposes() -> None:
         (lambda t: "key: [unclosed", "not valid YAML"),
         (lambda t: "- a list", "must be a YAML mapping"),
         (lambda t: t.replace('version: "1"\n', ""), "version"),
+        (lambda t: t + "notifiable_categories: [police.gossip]\n", "notifiable_categories: Value error, unknown category"),
     ],
 )
 def test_errors_name_the_field(change: Callable[[str], str], fragment: str) -> None:

@@ -51,6 +51,8 @@ def test_rows_hold_what_the_orm_holds_newest_first(
             detrimental=item.detrimental,
             sealed_summary=item.sealed_summary,
             legacy_content=None,  # every row has its sealed summary: no payload leaves the database
+            contact=item.contact,
+            sealed_detail=item.sealed_detail,
             security_labels=frozenset(item.security_labels),
         )
     newest_first = [((r.occurred_at or r.received_at), r.received_at) for r in rows]

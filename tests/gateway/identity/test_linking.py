@@ -22,6 +22,7 @@ from gateway.identity.scoring import DEFAULT_PARAMETERS, Demographics, MatchPara
 from gateway.identity.service import ClaimLinked, LinkOutcome, LinkRefused, link_claims
 from gateway.ingest.service import ingest
 from gateway.kit.auditor import Auditor
+from gateway.notifications.routing import Routing
 from gateway.kit.crypto import DataKeyring, unseal_value
 from gateway.kit.errors import Conflict, Forbidden, NotFound
 from gateway.models import (
@@ -253,6 +254,7 @@ class Source:
             principal,
             auditor=Auditor(session, principal.actor()),
             keyring=keyring,
+            routing=Routing(default_policy()),
             submission=Submission(atomic=True, label="transaction", entries=tuple(entries)),
         )
         session.flush()

@@ -1,0 +1,1 @@
+"""Inboxes: Operation Encompass notices for schools and notifications for lead practitioners."""
