@@ -53,12 +53,23 @@ expect '"actor": {'
 expect 'duty.worker@westshire.example'
 expect 'export intact'
 expect 'audit trail intact'
+expect '"record_id": "OCC-2026-077001"'
+expect 'Please be alert to their wellbeing'
+expect '"acknowledged_by": "dsl@northshire-community-school.example"'
+expect '"record_kind": "domestic_abuse_notification"'
+expect "attendance rows: {'created': 27, 'unchanged': 0, 'rejected': 0}"
+expect 'persistent absence'
+expect '"role": "suspect"'
 python3 - "$workdir/out.txt" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-# The new attendance (20 November 2026) must be the newest item of the timeline.
+# The police's notification and the new attendance (20 November 2026) are the newest of the timeline.
 timeline = text[text.index('"timeline"'):]
-first = re.search(r'"occurred_at": "([^"]+)"', timeline).group(1)
-assert first.startswith("2026-11-20"), f"newest timeline item is {first}"
+first, second = re.findall(r'"occurred_at": "([^"]+)"', timeline)[:2]
+assert first.startswith("2026-11-20T22:45") and second.startswith("2026-11-20"), (first, second)
+# The school saw the police's notice, never the police's own account of the incident.
+inbox = text[text.index('"withdrawn"') : text.index('"late"')]
+assert "mother's partner was arrested" not in inbox, "the police record reached the school"
+assert "Please be alert" in inbox
 PY
 echo "walk-through: OK ($(grep -c . "$workdir/out.txt") lines of output checked)"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ from joserfc.jwk import ECKey
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from adapters import ClaimEntry, IdentityClaim, InboundRecord, RecordEntry, Submission, parse_bundle
+from adapters import Adapter, Submission, parse_bundle
+from adapters.education import EducationAdapter
+from adapters.police import PoliceAdapter
 from audit import sign_checkpoint
 from gateway.auth.principal import Principal, PrincipalKind
 from gateway.identity.service import NHS_NUMBER_SCHEME
@@ -23,21 +26,38 @@ from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
 from gateway.kit.db import build_sessionmaker
 from gateway.kit.secrets import write_secret_file
-from gateway.models import Case, ChildIdentifier, Client, Team, TeamMember
+from gateway.models import Case, ChildIdentifier, Client, SchoolContact, SchoolContactRole, Team, TeamMember
+from gateway.notifications.routing import Routing, routing_for
 from gateway.settings import Settings
 from policies import Agency, RecordKind
 
+from .population import synthetic_upn
 from .generator import DemoChild, DemoPartnership, encounter_resource, generate, patient_resource, transaction_bundle
 
 TRUST = "demo-trust-epr"
 GP = "demo-gp-system"
 POLICE = "demo-police-rms"
 SCHOOLS = "demo-school-mis"
+POLICE_KINDS = [RecordKind.IDENTITY, RecordKind.INCIDENT, RecordKind.DOMESTIC_ABUSE_NOTIFICATION,
+                RecordKind.MISSING_EPISODE, RecordKind.CUSTODY, RecordKind.INTELLIGENCE]
+EDUCATION_KINDS = [RecordKind.IDENTITY, RecordKind.ENROLMENT, RecordKind.ATTENDANCE, RecordKind.EXCLUSION,
+                   RecordKind.SAFEGUARDING_CONCERN, RecordKind.EDUCATION_NOTICE]
 DEMO_CLIENTS = [
     (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
     (GP, "Riverside Medical Practice GP system", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
-    (POLICE, "Northshire Police records management system", Agency.POLICE, [RecordKind.IDENTITY, RecordKind.INCIDENT]),
-    (SCHOOLS, "Northshire schools MIS", Agency.EDUCATION, [RecordKind.IDENTITY, RecordKind.ENROLMENT]),
+    (POLICE, "Northshire Police records management system", Agency.POLICE, POLICE_KINDS),
+    (SCHOOLS, "Northshire schools MIS", Agency.EDUCATION, EDUCATION_KINDS),
+]
+POLICE_ADAPTER = PoliceAdapter()
+EDUCATION_ADAPTER = EducationAdapter()
+DEMO_TODAY = date(2026, 11, 1)
+DEMO_SCHOOL_URN = "999001"
+# Who receives Operation Encompass notices: the school's DSL (not on any MACPT), and the LA's lead.
+DEMO_SCHOOL_CONTACTS = [
+    (DEMO_SCHOOL_URN, "dsl@northshire-community-school.example", "Designated safeguarding lead",
+     SchoolContactRole.DESIGNATED_SAFEGUARDING_LEAD),
+    (None, "education.safeguarding@northshire.example", "Education safeguarding lead",
+     SchoolContactRole.LA_EDUCATION_SAFEGUARDING_LEAD),
 ]
 TEAM_NAME = "Northshire MACPT"
 
@@ -127,28 +147,48 @@ def _load(session: Session, settings: Settings, keyring: DataKeyring, partnershi
     outsider = partnership.outsider
     session.add(TeamMember(team_id=other_team.id, subject=outsider.subject, display_name=outsider.display_name,
                            agency=Agency(outsider.agency), role=outsider.role))
+    session.add_all(
+        SchoolContact(urn=urn, subject=subject, display_name=name, role=role)
+        for urn, subject, name, role in DEMO_SCHOOL_CONTACTS
+    )
     session.flush()
     lead = partnership.members[0]
     principals = {cid: Principal(PrincipalKind.CLIENT, cid, agency) for cid, _n, agency, _k in DEMO_CLIENTS}
+    pusher = _Pusher(session, keyring, routing_for(settings, settings.load_policy()))
     for index, child in enumerate(partnership.children):
-        _push_health(session, keyring, principals[TRUST], principals[GP], index, child)
-        if index % 3 == 0:
-            _push_police(session, keyring, principals[POLICE], index, child)
-        if (datetime(2026, 11, 1, tzinfo=UTC).date() - child.birth_date).days > 5 * 365:
-            _push_school(session, keyring, principals[SCHOOLS], index, child)
+        _push_health(pusher, principals[TRUST], principals[GP], index, child)
+        if (DEMO_TODAY - child.birth_date).days > 5 * 365:
+            _push_school(pusher, principals[SCHOOLS], index, child)
         if child.allocated:
             session.add(Case(child_id=_child_id(session, keyring, child), team_id=team.id,
                              lead_practitioner=lead.display_name))
+            session.flush()
+        # After the school and the case: the notice reaches the school's DSL, the lead practitioner is told.
+        if index % 3 == 0:
+            _push_police(pusher, principals[POLICE], index, child)
     session.flush()
 
 
-def _push(session: Session, keyring: DataKeyring, principal: Principal, submission: Submission) -> None:
-    auditor = Auditor(session, principal.actor())
-    ingest(session, principal, auditor=auditor, keyring=keyring, submission=submission)
+@dataclass(frozen=True)
+class _Pusher:
+    """Pushes as a client would, through the ingest service (linking, routing and audit included)."""
+
+    session: Session
+    keyring: DataKeyring
+    routing: Routing
+
+    def push(self, principal: Principal, submission: Submission) -> None:
+        auditor = Auditor(self.session, principal.actor())
+        ingest(self.session, principal, auditor=auditor, keyring=self.keyring, routing=self.routing, submission=submission)
+
+    def push_batch(self, principal: Principal, adapter: Adapter, batch: dict[str, Any]) -> None:
+        """Push a police/v1 or education/v1 batch as its bytes, parsed as the HTTP route parses them."""
+        body = json.dumps(batch).encode()
+        self.push(principal, adapter.parse(body, "application/json", max_entries=len(batch["records"])))
 
 
 def _push_health(
-    session: Session, keyring: DataKeyring, trust: Principal, gp: Principal, index: int, child: DemoChild
+    pusher: _Pusher, trust: Principal, gp: Principal, index: int, child: DemoChild
 ) -> None:
     patient_id = f"trust-patient-{index}"
     resources = [patient_resource(child, resource_id=patient_id, postcode=child.postcode)]
@@ -158,67 +198,116 @@ def _push_health(
         (gp, transaction_bundle([patient_resource(child, resource_id=f"gp-{index}", postcode=child.gp_postcode)])),
     ):
         body = json.dumps(bundle).encode()
-        _push(session, keyring, principal, parse_bundle(body, "application/fhir+json", max_entries=len(resources)))
+        pusher.push(principal, parse_bundle(body, "application/fhir+json", max_entries=len(resources)))
 
 
-def _claim(child: DemoChild, source_record_id: str) -> IdentityClaim:
-    return IdentityClaim(
-        source_record_id=source_record_id,
-        source_version="1",
-        nhs_number=child.nhs_number,
-        other_identifiers=(),
-        given_names=tuple(child.given_names),
-        family_name=child.family_name,
-        birth_date=child.birth_date,
-        sex=child.sex,
-        postcode=child.postcode,
-        address_lines=tuple(child.address_lines),
-    )
+def police_person(child: DemoChild, index: int, *, role: str) -> dict[str, Any]:
+    """Return demo child `index` as the force's records system holds them (police/v1 `child`)."""
+    person: dict[str, Any] = {
+        "person_id": f"PER-{index:06d}",
+        "given_names": list(child.given_names),
+        "family_name": child.family_name,
+        "birth_date": child.birth_date.isoformat(),
+        "sex": child.sex,
+        "address": {"lines": list(child.address_lines), "postcode": child.postcode},
+        "role": role,
+    }
+    # Most police records carry no NHS number: every other child's link by name, birth date and address.
+    if index % 2 == 0:
+        person["nhs_number"] = child.nhs_number
+    return person
 
 
-def _push_records(
-    session: Session, keyring: DataKeyring, principal: Principal, claim: IdentityClaim, records: list[InboundRecord]
-) -> None:
-    # Police and education wire formats get their adapters in a later issue; until then the demo
-    # hands the ingest service the Submission those adapters will produce.
-    entries: list[ClaimEntry | RecordEntry] = [ClaimEntry(0, "records[0]", claim)]
-    entries += [RecordEntry(i + 1, f"records[{i + 1}]", f"records[{i + 1}].subject", r) for i, r in enumerate(records)]
-    _push(session, keyring, principal, Submission(atomic=True, label="records", entries=tuple(entries)))
+POLICE_CONTACT = {"officer": "DC Demo Officer", "unit": "Northshire Public Protection Unit", "phone": "01234 567890"}
 
 
-def _push_police(session: Session, keyring: DataKeyring, principal: Principal, index: int, child: DemoChild) -> None:
-    person = f"Person/police-{index}"
+def _police_batch(index: int, child: DemoChild) -> dict[str, Any]:
+    """The police/v1 batch a force would send about one child: an Operation Encompass notice, and more for some."""
     when = datetime(2026, 10, 1, 21, 30, tzinfo=UTC) - timedelta(days=index * 3)
-    record = InboundRecord(
-        source_record_id=f"Incident/police-{index}-1",
-        source_version="1",
-        kind="incident",
-        category="police.incident",
-        occurred_at=when,
-        summary="Domestic abuse incident at the home address; the child was present",
-        security_labels=frozenset(),
-        entered_in_error=False,
-        subject_ref=person,
-        payload={"incident_type": "domestic_abuse", "child_present": True},
-    )
-    _push_records(session, keyring, principal, _claim(child, person), [record])
+    name = child.given_names[0]
+    records: list[dict[str, Any]] = [
+        {
+            "record_id": f"OCC-{index:06d}-1",
+            "version": "1",
+            "kind": "domestic_abuse_notification",
+            "occurred_at": when.isoformat(),
+            "child": police_person(child, index, role="present"),
+            "persons": [{"person_id": f"PER-{index:06d}-A", "given_names": ["Casey"], "family_name": child.family_name,
+                         "role": "victim", "relationship_to_child": "parent"}],
+            "locations": [{"location_id": f"LOC-{index:06d}", "description": "child's home address",
+                           "address": {"lines": list(child.address_lines), "postcode": child.postcode}}],
+            "contact": POLICE_CONTACT,
+            "details": {
+                "incident_at": when.isoformat(),
+                "child_present": True,
+                "summary": "Officers attended an argument between the parents at the family home; the child was present.",
+                "school_notice": f"Police attended a domestic abuse incident at {name}'s home; {name} was present. "
+                "Please be alert to their wellbeing today.",
+            },
+        }
+    ]
+    if index % 6 == 0:
+        for suffix, code, conditions in (("2", "P", None), ("3", "C", "Not to be shared outside the MACPT police member.")):
+            grading: dict[str, Any] = {"source_evaluation": "2", "intelligence_assessment": "B", "handling_code": code}
+            if conditions:
+                grading["handling_conditions"] = conditions
+            records.append(
+                {
+                    "record_id": f"INT-{index:06d}-{suffix}",
+                    "version": "1",
+                    "kind": "intelligence",
+                    "occurred_at": (when - timedelta(days=30)).isoformat(),
+                    "child": police_person(child, index, role="subject"),
+                    "contact": {"officer": "DS Demo Analyst", "unit": "Northshire Child Exploitation Team"},
+                    "details": {"text": "Seen in the company of older youths near the station after school.",
+                                "grading": grading},
+                }
+            )
+    return {"schema": "police/v1", "atomic": True, "records": records}
 
 
-def _push_school(session: Session, keyring: DataKeyring, principal: Principal, index: int, child: DemoChild) -> None:
-    pupil = f"Pupil/school-{index}"
-    record = InboundRecord(
-        source_record_id=f"Enrolment/school-{index}",
-        source_version="1",
-        kind="enrolment",
-        category="education.enrolment",
-        occurred_at=datetime(2026, 9, 3, 8, 45, tzinfo=UTC),
-        summary="Enrolled at Northshire Community School, year group by age",
-        security_labels=frozenset(),
-        entered_in_error=False,
-        subject_ref=pupil,
-        payload={"school": "Northshire Community School"},
-    )
-    _push_records(session, keyring, principal, _claim(child, pupil), [record])
+def _push_police(pusher: _Pusher, principal: Principal, index: int, child: DemoChild) -> None:
+    pusher.push_batch(principal, POLICE_ADAPTER, _police_batch(index, child))
+
+
+def _push_school(pusher: _Pusher, principal: Principal, index: int, child: DemoChild) -> None:
+    upn = synthetic_upn(random.Random(index))
+    pupil = {
+        "upn": upn,
+        "given_names": list(child.given_names),
+        "family_name": child.family_name,
+        "birth_date": child.birth_date.isoformat(),
+        "sex": child.sex,
+        "address": {"lines": list(child.address_lines), "postcode": child.postcode},
+    }
+    if index % 2 == 1:
+        pupil["nhs_number"] = child.nhs_number
+    school = {"urn": DEMO_SCHOOL_URN, "name": "Northshire Community School"}
+    batch = {
+        "schema": "education/v1",
+        "atomic": True,
+        "records": [
+            {
+                "record_id": f"ENR-{index:06d}",
+                "version": "1",
+                "kind": "enrolment",
+                "pupil": pupil,
+                "school": school,
+                "details": {"year_group": str(min(11, max(1, (DEMO_TODAY - child.birth_date).days // 365 - 5))),
+                            "start_date": "2026-09-03"},
+            },
+            {
+                "record_id": f"ATT-{index:06d}-2026A",
+                "version": "1",
+                "kind": "attendance",
+                "pupil": pupil,
+                "school": school,
+                "details": {"period_start": "2026-09-03", "period_end": "2026-10-23", "possible_sessions": 72,
+                            "attended_sessions": 72 - index % 9, "absences": {"I": index % 9}},
+            },
+        ],
+    }
+    pusher.push_batch(principal, EDUCATION_ADAPTER, batch)
 
 
 def _child_id(session: Session, keyring: DataKeyring, child: DemoChild) -> uuid.UUID:
