@@ -1,7 +1,8 @@
 """Run the benchmark: `python -m bench` (exit 1 when a correctness check fails).
 
 `python -m bench audit [--help]` runs the audit log's benchmark instead (bench/audit.py), and
-`python -m bench linking [--help]` the identity linking benchmark (bench/linking.py).
+`python -m bench linking [--help]` the identity linking benchmark (bench/linking.py), and
+`python -m bench education [--help]` the attendance CSV import benchmark (bench/education.py).
 """
 
 import sys
@@ -15,6 +16,11 @@ if sys.argv[1:2] == ["linking"]:
     from bench.linking import main as linking_main
 
     raise SystemExit(linking_main(sys.argv[2:]))
+
+if sys.argv[1:2] == ["education"]:
+    from bench.education import main as education_main
+
+    raise SystemExit(education_main(sys.argv[2:]))
 
 if sys.argv[1:2] == ["audit"]:
     from bench.audit import main as audit_main
