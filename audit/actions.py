@@ -30,6 +30,7 @@ class AuditAction(StrEnum):
     NOTIFICATION_CREATED = "notification:item:created"
     NOTIFICATIONS_LISTED = "staff:notifications:listed"
     NOTIFICATION_READ = "staff:notification:read"
+    NOTIFICATION_WEBHOOK_FAILED = "notification:webhook:failed"
     STAFF_VIEW_OPENED = "staff:view:opened"
     STAFF_VIEW_REFUSED = "staff:view:refused"
     STAFF_SEARCH_PERFORMED = "staff:search:performed"

@@ -35,6 +35,7 @@ from gateway.kit.telemetry import RequestMiddleware, configure_tracing
 from gateway.notifications.endpoints import router as inbox_router
 from gateway.notifications.routing import routing_for
 from gateway.notifications.sweeper import run_overdue_sweeper
+from gateway.notifications.webhooks import run_webhook_sender
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                     rules=app.state.review_rules,
                 )
             )
+        sender = None
+        if settings.webhook_interval_s > 0:
+            sender = asyncio.create_task(
+                run_webhook_sender(app.state.sessionmaker, app.state.keyring, interval_s=settings.webhook_interval_s)
+            )
         yield
-        for task in (worker, sweeper):
+        for task in (worker, sweeper, sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

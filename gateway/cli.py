@@ -27,11 +27,13 @@ keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 link_app = typer.Typer(help="Identity linking.", no_args_is_help=True)
 import_app = typer.Typer(help="Bulk imports as a registered agency system.", no_args_is_help=True)
+webhook_app = typer.Typer(help="Teams' outbound notification webhooks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(link_app, name="link")
 app.add_typer(import_app, name="import")
+app.add_typer(webhook_app, name="webhook")
 
 
 @keys_app.command("create")
@@ -489,3 +491,53 @@ def import_education(
     )
     if summary["rejected"]:
         raise typer.Exit(code=1)
+
+
+@webhook_app.command("set")
+def webhook_set(
+    team: Annotated[uuid.UUID, typer.Option(help="The team's id.")],
+    url: Annotated[str, typer.Option(help="Where to POST the team's notifications (https).")],
+) -> None:
+    """Send a team's notifications to a URL too, signed (Standard Webhooks); print the secret, once."""
+    from gateway.keys import KeyFolder
+    from gateway.kit.db import build_engine, build_sessionmaker
+    from gateway.notifications.webhooks import WebhookError, set_webhook
+
+    settings = Settings()
+    _require_head(settings)
+    engine = build_engine(settings.database_url)
+    try:
+        with build_sessionmaker(engine)() as session:
+            secret = set_webhook(
+                session,
+                KeyFolder(settings.keys_dir).data_keyring(),
+                team_id=team,
+                url=url,
+                allow_http=settings.webhook_allow_http,
+            )
+            session.commit()
+    except WebhookError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    finally:
+        engine.dispose()
+    typer.echo("signing secret (give it to the receiving system; it is not shown again):")
+    typer.echo(secret)
+
+
+@webhook_app.command("remove")
+def webhook_remove(team: Annotated[uuid.UUID, typer.Option(help="The team's id.")]) -> None:
+    """Stop sending a team's notifications to its webhook (deliveries not yet sent stay unsent)."""
+    from gateway.kit.db import build_engine, build_sessionmaker
+    from gateway.notifications.webhooks import remove_webhook
+
+    settings = Settings()
+    _require_head(settings)
+    engine = build_engine(settings.database_url)
+    try:
+        with build_sessionmaker(engine)() as session:
+            removed = remove_webhook(session, team_id=team)
+            session.commit()
+    finally:
+        engine.dispose()
+    typer.echo("webhook removed" if removed else "the team had no active webhook")

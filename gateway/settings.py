@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How often each worker escalates Operation Encompass notices past their deadline (0: never).",
     )
+    webhook_interval_s: float = Field(
+        default=5.0, ge=0, description="How often each worker sends due team webhook deliveries (0: never)."
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow a team webhook on plain http to another host (never in production)."
+    )
     review_daily_children: int = Field(
         default=25, ge=1, description="Children one person may open in a day before their views are flagged."
     )

@@ -4,7 +4,16 @@ from .base import Base, utcnow
 from .child import Child, ChildIdentifier, ChildMerge, Identity, IdentityBlock, Link, LinkMethod, LinkState, MergeKind
 from .client import Client, UsedAssertion
 from .consent import Consent, Override
-from .inbox import InboxEntry, InboxKind, SchoolContact, SchoolContactRole, SchoolPlacement
+from .inbox import (
+    DeliveryStatus,
+    InboxEntry,
+    InboxKind,
+    SchoolContact,
+    SchoolContactRole,
+    SchoolPlacement,
+    TeamWebhook,
+    WebhookDelivery,
+)
 from .item import Item, ItemContent, ItemDetail, PersonDetail
 from .review import ReviewEntry, ReviewOutcome, ReviewStatus
 from .team import Case, Team, TeamMember
@@ -16,6 +25,7 @@ __all__ = [
     "ChildIdentifier",
     "ChildMerge",
     "Client",
+    "DeliveryStatus",
     "Consent",
     "Identity",
     "InboxEntry",
@@ -38,6 +48,8 @@ __all__ = [
     "SchoolPlacement",
     "Team",
     "TeamMember",
+    "TeamWebhook",
     "UsedAssertion",
+    "WebhookDelivery",
     "utcnow",
 ]

@@ -5,6 +5,7 @@
   Operation Encompass notice goes to, whether or not they are on a MACPT.
 - `SchoolPlacement`: what an education record says about where the child is educated. Keyed by
   the item, never by the child: an item moves with merges and unmerges, so the placement follows.
+- `TeamWebhook`, `WebhookDelivery`: a team's optional outbound webhook, and its outbox.
 - `InboxEntry`: one thing routed to one person: an Operation Encompass notice for a school (with
   its deadline), a notification of new information for a lead practitioner, or a notice not
   acknowledged in time, escalated to the lead practitioner.
@@ -15,8 +16,9 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from policies import Agency, RecordKind
@@ -103,3 +105,49 @@ class InboxEntry(SealedRowMixin, UUIDPrimaryKey, Base):
     # NoticeContent (gateway/notifications/encompass.py), sealed under the child's data key with
     # context `inbox_entry:<id>/notice`: what the school may read, never the police record.
     sealed_notice: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class TeamWebhook(UUIDPrimaryKey, Base):
+    """Where a team's notifications are also sent: a local authority case system's endpoint.
+
+    The signing secret is a fresh 256-bit key, stored only wrapped under the key-encryption key
+    (shown once, when it is set). At most one active webhook per team.
+    """
+
+    __tablename__ = "team_webhook"
+
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("team.id"), unique=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    wrapped_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a webhook delivery stands."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(UUIDPrimaryKey, Base):
+    """One notification to send to a team's webhook: an outbox row, written with the notification.
+
+    Its payload holds ids and vocabulary only (no personal data). A worker claims a due row by
+    moving its next attempt past a lease (FOR UPDATE SKIP LOCKED), sends it with no transaction
+    open, and records the answer; a failure is retried with exponential backoff, then given up.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),)
+
+    webhook_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("team_webhook.id"), index=True)
+    entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("inbox_entry.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[DeliveryStatus] = mapped_column(str_enum(DeliveryStatus, 16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None]
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

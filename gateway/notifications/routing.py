@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,6 +40,8 @@ from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import seal_value
 from gateway.kit.db import insert_all
 from gateway.settings import Settings
+
+from .webhooks import enqueue
 from gateway.models import (
     Case,
     InboxEntry,
@@ -54,6 +57,7 @@ from policies import (
     Agency,
     CaseStatus,
     ConsentState,
+    DecisionKind,
     ItemFacts,
     Policy,
     Purpose,
@@ -167,12 +171,15 @@ def route(
     if not notices and not notifications:
         return
     rows: list[dict[str, Any]] = []
+    outbound: list[dict[str, Any]] = []
     if notices:
         rows += _encompass(session, auditor, scope, routing, notices, data_keys)
     if notifications:
-        rows += _notify(session, auditor, scope, notifications)
+        notified, outbound = _notify(session, auditor, scope, routing, notifications)
+        rows += notified
     # One INSERT for all: every row names every column (executemany takes one parameter set).
     insert_all(session, InboxEntry, [{**_UNSET, **row} for row in rows])
+    enqueue(session, outbound)  # after the entries its rows refer to
 
 
 def _encompass(
@@ -271,34 +278,45 @@ def _notice_content(filed: FiledRecord) -> NoticeContent:
     )
 
 
-def _notify(session: Session, auditor: Auditor, scope: RoutingScope, filed: list[FiledRecord]) -> list[dict[str, Any]]:
-    cases = open_cases(session, scope)
+def _notify(
+    session: Session, auditor: Auditor, scope: RoutingScope, routing: Routing, filed: list[FiledRecord]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return the notification entries to insert, and those to send to their teams' webhooks."""
+    leads = lead_practitioners(session, scope)
     now = utcnow()
     rows: list[dict[str, Any]] = []
+    outbound: list[dict[str, Any]] = []
     notified: dict[uuid.UUID, list[str]] = defaultdict(list)
     for record in filed:
-        for case_id, lead_practitioner in cases.get(record.child_id, []):
-            rows.append(
-                {
-                    "id": uuid.uuid4(),
-                    "kind": InboxKind.NOTIFICATION,
-                    "recipient": lead_practitioner,
-                    "recipient_role": LEAD_PRACTITIONER,
-                    "item_id": record.item_id,
-                    "child_id": record.child_id,
-                    "agency": record.agency,
-                    "record_kind": record.kind,
-                    "category": record.record.category,
-                    "case_id": case_id,
-                    "created_at": now,
-                }
-            )
+        facts = facts_of(record.item_id, record.agency, record.kind, record.record)
+        for lead in leads.get(record.child_id, []):
+            row = {
+                "id": uuid.uuid4(),
+                "kind": InboxKind.NOTIFICATION,
+                "recipient": lead.subject,
+                "recipient_role": LEAD_PRACTITIONER,
+                "item_id": record.item_id,
+                "child_id": record.child_id,
+                "agency": record.agency,
+                "record_kind": record.kind,
+                "category": record.record.category,
+                "case_id": lead.case_id,
+                "created_at": now,
+            }
+            rows.append(row)
             notified[record.child_id].append(str(record.item_id))
+            viewer = Viewer(lead.agency, lead.role, Relationship.ALLOCATED_TEAM)
+            decision = decide(
+                routing.policy, viewer=viewer, purpose=Purpose.CHILD_PROTECTION, item=facts, consent=ConsentState()
+            )
+            # The team's case system hears only of what the lead practitioner's view would show or indicate.
+            if decision.kind is not DecisionKind.WITHHOLD_SILENTLY:
+                outbound.append({**row, "team_id": lead.team_id})
     for child_id, items in notified.items():
         auditor.record(
             AuditAction.NOTIFICATION_CREATED, Outcome.SUCCESS, child_id=child_id, detail={"items": items}
         )
-    return rows
+    return rows, outbound
 
 
 def current_schools(session: Session, scope: RoutingScope) -> dict[uuid.UUID, str | None]:
@@ -340,14 +358,24 @@ def school_contacts(session: Session, urns: set[str]) -> dict[str | None, list[S
     return contacts
 
 
-def open_cases(session: Session, scope: RoutingScope) -> dict[uuid.UUID, list[tuple[uuid.UUID, str]]]:
-    """Return, per child of the scope, (case id, subject) of each lead practitioner of its open cases.
+class LeadPractitioner(NamedTuple):
+    """The lead practitioner of an open case: whom a notification goes to, and as whom the policy sees them."""
+
+    case_id: uuid.UUID
+    team_id: uuid.UUID
+    subject: str
+    agency: Agency
+    role: str
+
+
+def lead_practitioners(session: Session, scope: RoutingScope) -> dict[uuid.UUID, list[LeadPractitioner]]:
+    """Return, per child of the scope, the lead practitioners of its open cases.
 
     The lead practitioner is an active member of the allocated team with that role, as the
     linking review reads it (identity/review.py).
     """
     rows = session.execute(
-        select(Case.child_id, Case.id, TeamMember.subject)
+        select(Case.child_id, Case.id, Case.team_id, TeamMember.subject, TeamMember.agency, TeamMember.role)
         .join(TeamMember, TeamMember.team_id == Case.team_id)
         .where(
             Case.child_id.in_(scope.child_ids),
@@ -357,7 +385,7 @@ def open_cases(session: Session, scope: RoutingScope) -> dict[uuid.UUID, list[tu
         )
         .order_by(TeamMember.subject)
     ).all()
-    cases: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = defaultdict(list)
-    for child_id, case_id, subject in rows:
-        cases[child_id].append((case_id, subject))
-    return cases
+    leads: dict[uuid.UUID, list[LeadPractitioner]] = defaultdict(list)
+    for child_id, case_id, team_id, subject, agency, role in rows:
+        leads[child_id].append(LeadPractitioner(case_id, team_id, subject, agency, role))
+    return leads

@@ -7,6 +7,7 @@
 - `school_placement`: where an education record says its child is educated (keyed by item).
 - `inbox_entry`: Encompass notices (with deadlines), notifications for lead practitioners, and
   escalations of notices not acknowledged in time.
+- `team_webhook`, `webhook_delivery`: a team's outbound webhook and its outbox.
 - `ix_item_client_id`, `ix_identity_client_id` dropped: the unique (client, record, version)
   index leads with the client, and the planner, without statistics on a fast-growing table,
   preferred the narrower index and scanned all of a client's rows for each chunk of a push.
@@ -80,6 +81,35 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(["item_id"], ["item.id"], name=op.f("fk_school_placement_item_id_item")),
     sa.PrimaryKeyConstraint("item_id", name=op.f("pk_school_placement"))
     )
+    op.create_table("team_webhook",
+    sa.Column("team_id", sa.Uuid(), nullable=False),
+    sa.Column("url", sa.String(length=2000), nullable=False),
+    sa.Column("wrapped_secret", sa.LargeBinary(), nullable=False),
+    sa.Column("active", sa.Boolean(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("id", sa.Uuid(), nullable=False),
+    sa.ForeignKeyConstraint(["team_id"], ["team.id"], name=op.f("fk_team_webhook_team_id_team")),
+    sa.PrimaryKeyConstraint("id", name=op.f("pk_team_webhook")),
+    sa.UniqueConstraint("team_id", name=op.f("uq_team_webhook_team_id"))
+    )
+    op.create_table("webhook_delivery",
+    sa.Column("webhook_id", sa.Uuid(), nullable=False),
+    sa.Column("entry_id", sa.Uuid(), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("status", sa.Enum("pending", "delivered", "failed", name="deliverystatus", native_enum=False, length=16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("id", sa.Uuid(), nullable=False),
+    sa.ForeignKeyConstraint(["entry_id"], ["inbox_entry.id"], name=op.f("fk_webhook_delivery_entry_id_inbox_entry")),
+    sa.ForeignKeyConstraint(["webhook_id"], ["team_webhook.id"], name=op.f("fk_webhook_delivery_webhook_id_team_webhook")),
+    sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_delivery"))
+    )
+    with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
+        batch_op.create_index("ix_webhook_delivery_status_next", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_webhook_delivery_webhook_id"), ["webhook_id"], unique=False)
     with op.batch_alter_table("item", schema=None) as batch_op:
         batch_op.add_column(sa.Column("contact", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("sealed_detail", sa.LargeBinary(), nullable=True))
@@ -91,6 +121,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_delivery_webhook_id"))
+        batch_op.drop_index("ix_webhook_delivery_status_next")
+    op.drop_table("webhook_delivery")
+    op.drop_table("team_webhook")
     with op.batch_alter_table("identity", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_identity_client_id"), ["client_id"], unique=False)
     with op.batch_alter_table("item", schema=None) as batch_op:
