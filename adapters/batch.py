@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .nesting import nests_deeper_than
 from .types import AdapterError, EntryOutcome, EntryStatus, Issue, Rendered, Submission
 
 JSON = "application/json"
@@ -75,7 +76,7 @@ def read_json(body: bytes) -> Any:
     except RecursionError:
         # json's C scanner counts its own nesting against the recursion limit (see nhs_fhir._load).
         raise _too_deep() from None
-    if isinstance(data, (dict, list)) and _nests_too_deeply(data):
+    if isinstance(data, (dict, list)) and nests_deeper_than(data, MAX_NESTING):
         raise _too_deep()
     return data
 
@@ -215,18 +216,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _too_deep() -> AdapterError:
     message = f"the JSON nests too deeply (more than {MAX_NESTING} levels)"
     return AdapterError([Issue("error", "structure", "", message)])
-
-
-def _nests_too_deeply(data: Any) -> bool:
-    """Whether JSON data nests more than MAX_NESTING objects/arrays deep (level by level: no recursion)."""
-    level, depth = [data], 1
-    while level:
-        if depth > MAX_NESTING:
-            return True
-        below: list[Any] = []
-        for value in level:
-            for child in value.values() if isinstance(value, dict) else value:
-                if isinstance(child, (dict, list)):
-                    below.append(child)
-        level, depth = below, depth + 1
-    return False

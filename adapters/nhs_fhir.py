@@ -19,6 +19,7 @@ from lxml import etree
 from pydantic import ValidationError
 from stdnum.gb import nhs, upn
 
+from .nesting import nests_deeper_than
 from .types import (
     AdapterError,
     ClaimEntry,
@@ -270,21 +271,6 @@ def _too_deep(what: str) -> AdapterError:
     return AdapterError([Issue("error", "structure", "", message)])
 
 
-def _nests_too_deeply(data: Any) -> bool:
-    """Whether JSON-like data nests more than _MAX_NESTING objects/arrays deep (level by level: no recursion)."""
-    level, depth = [data], 1
-    while level:
-        if depth > _MAX_NESTING:
-            return True
-        below: list[Any] = []
-        for value in level:
-            for child in value.values() if isinstance(value, dict) else value:
-                if isinstance(child, (dict, list)):
-                    below.append(child)
-        level, depth = below, depth + 1
-    return False
-
-
 def _load(body: bytes, content_type: str, *, expected: str) -> dict[str, Any]:
     media = _media_type(content_type)
     if media in JSON_TYPES:
@@ -293,7 +279,7 @@ def _load(body: bytes, content_type: str, *, expected: str) -> dict[str, Any]:
         # recursion limit and raises a clean RecursionError (after at most ~1000 levels, whatever
         # the body's size), so catching that is enough. A string-aware pre-scan would have to be
         # a Python loop over up to 10 MB on every push, for nothing the parser does not already
-        # tell us. What json.loads does accept is then bounded by _nests_too_deeply below.
+        # tell us. What json.loads does accept is then bounded by nests_deeper_than below.
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -307,7 +293,7 @@ def _load(body: bytes, content_type: str, *, expected: str) -> dict[str, Any]:
         raise AdapterError(
             [Issue("error", "not-supported", "", "Content-Type must be application/fhir+json or application/fhir+xml")]
         )
-    if isinstance(data, (dict, list)) and _nests_too_deeply(data):
+    if isinstance(data, (dict, list)) and nests_deeper_than(data, _MAX_NESTING):
         raise _too_deep(what)
     if not isinstance(data, dict) or data.get("resourceType") != expected:
         raise AdapterError([Issue("error", "structure", "", f"the body must be a FHIR {expected} resource")])

@@ -12,19 +12,26 @@ the database work run in the threadpool, never on the event loop.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from adapters import AdapterError, Issue, Submission
+from adapters import Adapter, AdapterError, Issue, Submission
 from adapters.batch import BatchSubmission
 from adapters.education import EXAMPLE_CSV, EducationAdapter
 from adapters.education import EXAMPLE_SUBMISSION as EDUCATION_EXAMPLE
 from adapters.police import EXAMPLE_SUBMISSION as POLICE_EXAMPLE
 from adapters.police import PoliceAdapter
 from gateway.auth.dependencies import CallerAuditor, ClientPrincipal
+from gateway.auth.principal import Principal
+from gateway.kit.auditor import Auditor
+from gateway.kit.crypto import DataKeyring
+from gateway.notifications.routing import Routing
+from gateway.settings import Settings
 from gateway.kit.context import ActiveRouting, AppSettings, Keyring
 from gateway.kit.db import DbSession
 from gateway.kit.errors import PayloadTooLarge, error_route, problem_openapi
@@ -118,13 +125,8 @@ def push_police_records(
 ) -> Response:
     """Store a force's records (incidents, domestic abuse notifications, missing episodes, custody,
     intelligence), each with the child and the persons and locations involved."""
-    try:
-        submission = POLICE.parse(body.content, body.media_type, max_entries=settings.max_bundle_entries)
-    except AdapterError as error:
-        raise adapter_failure(error) from None
-    batch = _within_atomic_limit(submission, settings.max_atomic_records)
-    outcomes = ingest_batch(session, principal, auditor=auditor, keyring=keyring, routing=routing, submission=batch)
-    return respond(POLICE.render(batch, outcomes))
+    push = _Push(session, principal, auditor, keyring, routing, settings)
+    return push.store(POLICE, body, max_records=settings.max_bundle_entries)
 
 
 @education_router.post(
@@ -146,13 +148,8 @@ def push_education_records(
     concerns, home education and missing education notices), each pupil by UPN."""
     if body.media_type != JSON:
         raise adapter_failure(AdapterError([_media_issue(JSON, "/education/v1/records.csv")]))
-    try:
-        submission = EDUCATION.parse(body.content, body.media_type, max_entries=settings.max_bundle_entries)
-    except AdapterError as error:
-        raise adapter_failure(error) from None
-    batch = _within_atomic_limit(submission, settings.max_atomic_records)
-    outcomes = ingest_batch(session, principal, auditor=auditor, keyring=keyring, routing=routing, submission=batch)
-    return respond(EDUCATION.render(batch, outcomes))
+    push = _Push(session, principal, auditor, keyring, routing, settings)
+    return push.store(EDUCATION, body, max_records=settings.max_bundle_entries)
 
 
 @education_router.post(
@@ -174,13 +171,33 @@ def push_education_csv(
     """Store one attendance record per row (thousands in one request); each row's outcome is answered."""
     if body.media_type != CSV:
         raise adapter_failure(AdapterError([_media_issue(CSV, "/education/v1/records")]))
-    try:
-        submission = EDUCATION.parse(body.content, body.media_type, max_entries=settings.max_csv_rows)
-    except AdapterError as error:
-        raise adapter_failure(error) from None
-    batch = _within_atomic_limit(dataclasses.replace(submission, atomic=atomic), settings.max_atomic_records)
-    outcomes = ingest_batch(session, principal, auditor=auditor, keyring=keyring, routing=routing, submission=batch)
-    return respond(EDUCATION.render(batch, outcomes))
+    push = _Push(session, principal, auditor, keyring, routing, settings)
+    return push.store(EDUCATION, body, max_records=settings.max_csv_rows, atomic=atomic)
+
+
+@dataclass(frozen=True)
+class _Push:
+    """What every batch route does with its body: parse, check, store in chunks, answer per record."""
+
+    session: Session
+    principal: Principal
+    auditor: Auditor
+    keyring: DataKeyring
+    routing: Routing
+    settings: Settings
+
+    def store(self, adapter: Adapter, body: PushBody, *, max_records: int, atomic: bool | None = None) -> Response:
+        try:
+            submission = adapter.parse(body.content, body.media_type, max_entries=max_records)
+        except AdapterError as error:
+            raise adapter_failure(error) from None
+        if atomic is not None:  # the CSV route's query parameter: a CSV has no field for it
+            submission = dataclasses.replace(submission, atomic=atomic)
+        batch = _within_atomic_limit(submission, self.settings.max_atomic_records)
+        outcomes = ingest_batch(
+            self.session, self.principal, auditor=self.auditor, keyring=self.keyring, routing=self.routing, submission=batch
+        )
+        return respond(adapter.render(batch, outcomes))
 
 
 def _within_atomic_limit(submission: Submission, limit: int) -> BatchSubmission:
