@@ -264,7 +264,7 @@ def refresh_statistics(session: Session, tables: Sequence[str] = BULK_TABLES) ->
     A bulk load outgrows the planner's statistics long before autovacuum's next look (a fresh
     database's tables look empty to it, and it then picks plans that are slow at any size, such
     as a nested loop over a whole table per row). PostgreSQL only; commits. A table that another
-    ANALYZE or VACUUM holds is left for the next call (lock_timeout), never waited on longer.
+    ANALYZE or VACUUM holds is left for the next call (waited on for 100 ms at most).
     """
     if session.get_bind().dialect.name != "postgresql":
         return []
@@ -281,6 +281,8 @@ def refresh_statistics(session: Session, tables: Sequence[str] = BULK_TABLES) ->
     for table in stale:
         assert table in tables  # an identifier from the caller's constants, never from input
         try:
+            # Another ANALYZE or VACUUM of the table holds it: leave it to them, do not queue.
+            session.execute(text("SET LOCAL lock_timeout = '100ms'"))
             session.execute(text(f"ANALYZE {table}"))  # a name from BULK_TABLES, never from input
             session.commit()
         except OperationalError:
