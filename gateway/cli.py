@@ -28,12 +28,14 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 link_app = typer.Typer(help="Identity linking.", no_args_is_help=True)
 import_app = typer.Typer(help="Bulk imports as a registered agency system.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Teams' outbound notification webhooks.", no_args_is_help=True)
+schools_app = typer.Typer(help="Who receives a school's Operation Encompass notices.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(link_app, name="link")
 app.add_typer(import_app, name="import")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(schools_app, name="schools")
 
 
 @keys_app.command("create")
@@ -541,3 +543,79 @@ def webhook_remove(team: Annotated[uuid.UUID, typer.Option(help="The team's id."
     finally:
         engine.dispose()
     typer.echo("webhook removed" if removed else "the team had no active webhook")
+
+
+@schools_app.command("add-contact")
+def schools_add_contact(
+    subject: Annotated[str, typer.Option(help="The staff member's sign-in subject.")],
+    name: Annotated[str, typer.Option(help="Their name, as the inbox shows it.")],
+    urn: Annotated[
+        str | None, typer.Option(help="The school's six-digit URN; omit for the LA's education safeguarding lead.")
+    ] = None,
+    deputy: Annotated[bool, typer.Option(help="A deputy designated safeguarding lead.")] = False,
+) -> None:
+    """Register a school's DSL (or deputy), or the LA's education safeguarding lead, for Encompass notices."""
+    import re
+
+    from sqlalchemy import select
+
+    from gateway.kit.db import build_engine, build_sessionmaker
+    from gateway.models import SchoolContact, SchoolContactRole
+
+    if urn is not None and not re.fullmatch(r"\d{6}", urn):
+        typer.echo("refused: a school's URN is six digits", err=True)
+        raise typer.Exit(code=2)
+    if urn is None and deputy:
+        typer.echo("refused: a deputy belongs to a school (give --urn)", err=True)
+        raise typer.Exit(code=2)
+    role = (
+        SchoolContactRole.LA_EDUCATION_SAFEGUARDING_LEAD
+        if urn is None
+        else SchoolContactRole.DEPUTY_DESIGNATED_SAFEGUARDING_LEAD
+        if deputy
+        else SchoolContactRole.DESIGNATED_SAFEGUARDING_LEAD
+    )
+    settings = Settings()
+    _require_head(settings)
+    engine = build_engine(settings.database_url)
+    try:
+        with build_sessionmaker(engine)() as session:
+            existing = session.scalar(
+                select(SchoolContact).where(SchoolContact.subject == subject, SchoolContact.urn.is_(None) if urn is None else SchoolContact.urn == urn)
+            )
+            if existing is None:
+                session.add(SchoolContact(urn=urn, subject=subject, display_name=name, role=role))
+            else:
+                existing.display_name, existing.role, existing.active = name, role, True
+            session.commit()
+    finally:
+        engine.dispose()
+    typer.echo(f"{subject} receives Operation Encompass notices for {'URN ' + urn if urn else 'children with no school'} ({role})")
+
+
+@schools_app.command("remove-contact")
+def schools_remove_contact(
+    subject: Annotated[str, typer.Option(help="The staff member's sign-in subject.")],
+    urn: Annotated[str | None, typer.Option(help="The school's URN; omit for the LA's lead.")] = None,
+) -> None:
+    """Stop a contact receiving a school's notices (kept, inactive: their acknowledgements stay theirs)."""
+    from sqlalchemy import update
+
+    from gateway.kit.db import build_engine, build_sessionmaker
+    from gateway.models import SchoolContact
+
+    settings = Settings()
+    _require_head(settings)
+    engine = build_engine(settings.database_url)
+    try:
+        with build_sessionmaker(engine)() as session:
+            stopped = session.execute(
+                update(SchoolContact)
+                .where(SchoolContact.subject == subject, SchoolContact.urn.is_(None) if urn is None else SchoolContact.urn == urn)
+                .values(active=False)
+                .returning(SchoolContact.id)
+            ).first()
+            session.commit()
+    finally:
+        engine.dispose()
+    typer.echo("contact removed" if stopped is not None else "no such contact")

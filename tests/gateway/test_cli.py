@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,10 +10,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from typer.testing import CliRunner
 
+from adapters.education import EXAMPLE_CSV
 from audit import AuditEvent
 from gateway.cli import app
 from gateway.kit.db import build_engine
-from gateway.models import Case, Child, Item
+from gateway.models import Case, Child, Item, SchoolContact, Team
 from tests.serving import scratch_database
 from tests.tamper import disable_audit_triggers
 
@@ -153,3 +155,50 @@ def test_the_log_is_checked_with_the_public_key_alone(scratch_url: str, tmp_path
     wrong_key.write_text("not a key")
     refused = runner.invoke(app, ["audit", "verify", "--public-key", str(wrong_key)], env=env)
     assert refused.exit_code == 2 and "cannot read the public key" in refused.output
+
+
+def test_import_education_reports_each_row_and_a_repeat_stores_nothing(scratch_url: str, tmp_path: Path) -> None:
+    env = {"GATEWAY_DATABASE_URL": scratch_url, "GATEWAY_KEYS_DIR": str(tmp_path / "keys")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--load-only", "--children", "6"], env=env).exit_code == 0
+    extract = tmp_path / "attendance.csv"
+    extract.write_text(EXAMPLE_CSV)
+    report = tmp_path / "report.json"
+
+    first = runner.invoke(
+        app, ["import", "education", str(extract), "--client", "demo-school-mis", "--report", str(report)], env=env
+    )
+    again = runner.invoke(app, ["import", "education", str(extract), "--client", "demo-school-mis"], env=env)
+    unknown = runner.invoke(app, ["import", "education", str(extract), "--client", "nobody"], env=env)
+    broken = tmp_path / "broken.csv"
+    broken.write_text(EXAMPLE_CSV.replace("2018-03-14", "2099-03-14"))
+    partly = runner.invoke(app, ["import", "education", str(broken), "--client", "demo-school-mis"], env=env)
+
+    assert first.exit_code == 0 and "3 created, 0 unchanged, 0 rejected" in first.output, first.output
+    assert json.loads(report.read_text())["summary"] == {"created": 3, "unchanged": 0, "rejected": 0}
+    assert again.exit_code == 0 and "0 created, 3 unchanged, 0 rejected" in again.output
+    assert unknown.exit_code == 2 and "no registered client" in unknown.output
+    assert partly.exit_code == 1 and "row 2, column birth_date" in partly.output and "1 rejected" in partly.output
+
+
+def test_school_contacts_and_webhooks_are_set_from_the_command_line(scratch_url: str, tmp_path: Path) -> None:
+    env = {"GATEWAY_DATABASE_URL": scratch_url, "GATEWAY_KEYS_DIR": str(tmp_path / "keys")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--load-only", "--children", "6"], env=env).exit_code == 0
+
+    added = runner.invoke(app, ["schools", "add-contact", "--subject", "dsl@new.example", "--name", "N", "--urn", "999777"], env=env)
+    bad = runner.invoke(app, ["schools", "add-contact", "--subject", "x@new.example", "--name", "X", "--urn", "9997"], env=env)
+    removed = runner.invoke(app, ["schools", "remove-contact", "--subject", "dsl@new.example", "--urn", "999777"], env=env)
+    engine = create_engine(scratch_url)
+    with engine.connect() as connection:
+        active = connection.execute(select(SchoolContact.active).where(SchoolContact.subject == "dsl@new.example")).all()
+        team_id = connection.scalar(select(Team.id).where(Team.name == "Northshire MACPT"))
+    engine.dispose()
+    hook = runner.invoke(app, ["webhook", "set", "--team", str(team_id), "--url", "https://case.example/hook"], env=env)
+    plain = runner.invoke(app, ["webhook", "set", "--team", str(team_id), "--url", "http://case.example/hook"], env=env)
+
+    assert added.exit_code == 0 and "URN 999777" in added.output
+    assert bad.exit_code == 2 and "six digits" in bad.output
+    assert removed.exit_code == 0 and active == [(False,)]
+    assert hook.exit_code == 0 and "whsec_" in hook.output
+    assert plain.exit_code == 2 and "https" in plain.output
