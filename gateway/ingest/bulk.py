@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from adapters import Entry, EntryOutcome, EntryStatus, Issue
+from adapters import EntryOutcome, EntryStatus, Issue
 from adapters.batch import BatchRecord, BatchSubmission
 from gateway.auth.principal import Principal
 from gateway.kit.auditor import Auditor
@@ -71,7 +71,7 @@ def ingest_batch(
         if number % STATISTICS_EVERY == 0:
             refresh_statistics(session)
         records = submission.records[start : start + chunk]
-        part, original = _part(submission, records)
+        part = _part(submission, records)
         try:
             stored = ingest(session, principal, auditor=auditor, keyring=keyring, routing=routing, submission=part)
             session.commit()
@@ -82,33 +82,20 @@ def ingest_batch(
             _not_stored(submission, submission.records[start:], answered)
             break
         for outcome in stored:
-            index = original[outcome.index]
             # A claim shared by records in two chunks: the first chunk's answer stands.
-            answered.setdefault(index, dataclasses.replace(outcome, index=index))
+            answered.setdefault(outcome.index, outcome)
         progress(len(records))
     return [answered[index] for index in sorted(answered)]
 
 
-def _part(submission: BatchSubmission, records: Sequence[BatchRecord]) -> tuple[BatchSubmission, dict[int, int]]:
-    """Return the sub-batch of these records (entries renumbered from 0), and new index → original index."""
+def _part(submission: BatchSubmission, records: Sequence[BatchRecord]) -> BatchSubmission:
+    """Return the sub-batch of these records' entries, each keeping its index in the whole batch.
+
+    The ingest service answers by entry index, whatever the indexes are, so the answers of every
+    chunk fall into place in the whole batch's answer without renumbering.
+    """
     wanted = sorted({index for record in records for index in record.entry_indexes})
-    renumber = {original: new for new, original in enumerate(wanted)}
-    entries: list[Entry] = [
-        dataclasses.replace(submission.entries[original], index=renumber[original]) for original in wanted
-    ]
-    part = dataclasses.replace(
-        submission,
-        entries=tuple(entries),
-        records=tuple(
-            dataclasses.replace(
-                record,
-                entry_indexes=tuple(renumber[i] for i in record.entry_indexes),
-                record_entry=None if record.record_entry is None else renumber[record.record_entry],
-            )
-            for record in records
-        ),
-    )
-    return part, {new: original for original, new in renumber.items()}
+    return dataclasses.replace(submission, entries=tuple(submission.entries[i] for i in wanted), records=tuple(records))
 
 
 def _not_stored(submission: BatchSubmission, records: Sequence[BatchRecord], answered: dict[int, EntryOutcome]) -> None:

@@ -10,6 +10,7 @@ is rolled back is dropped with it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -56,7 +57,13 @@ class ReviewRules(Protocol):
 def current_trace_id() -> str | None:
     """Return the current span's trace id as 32 hex digits, or None outside a trace."""
     context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+    return _hex_trace_id(context.trace_id) if context.is_valid else None
+
+
+@functools.lru_cache(maxsize=64)
+def _hex_trace_id(trace_id: int) -> str:
+    # A push of thousands of children records an event for each, all in one trace.
+    return format(trace_id, "032x")
 
 
 @dataclass
