@@ -49,10 +49,14 @@ GATEWAY_CODE_SYSTEM = "urn:macpt-gateway:CodeSystem:sharing"
 # disclosing it (s16LA). Sent as a Coding in the record's meta.security (it restricts sharing) or
 # meta.tag; it sets InboundRecord.detrimental and is never a security label itself.
 DETRIMENTAL_CODE = "s16la-detrimental"
-# Codes of GATEWAY_CODE_SYSTEM that are security labels (the policy engine's vocabulary): none yet.
-_GATEWAY_LABEL_CODES: frozenset[str] = frozenset()
+# Gender identity history (disclosing it can be an offence, Gender Recognition Act 2004 s22): no
+# v3 ActCode code covers it (GDIS is genetic disease information), so the gateway's own system
+# defines it. Sent in meta.security, it becomes the record's security label of that name.
+GENDER_IDENTITY_HISTORY_CODE = "gender-identity-history"
+# Codes of GATEWAY_CODE_SYSTEM that are security labels (the policy engine's vocabulary).
+_GATEWAY_LABEL_CODES: frozenset[str] = frozenset({GENDER_IDENTITY_HISTORY_CODE})
 # The code systems whose meta.security codes the policy knows: HL7 v3 Confidentiality (R, V…) and
-# v3 ActCode (PSY, SEX, HIV, ETH, GDIS…). Codes of other systems are kept as labels too (see
+# v3 ActCode (PSY, SEX, HIV, ETH, GDIS: genetic disease…). Codes of other systems are kept as labels too (see
 # _sharing_marks); these are named in the CapabilityStatement.
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -180,7 +184,9 @@ _DOCUMENTATION = {
     "Encounter": {
         "documentation": "A record about a child: its subject must be a Patient in the same Bundle or one this client "
         "pushed before. Security labels are the meta.security codes of v3 Confidentiality "
-        f"({CONFIDENTIALITY_SYSTEM}, e.g. R, V) and v3 ActCode ({ACT_CODE_SYSTEM}, e.g. PSY, SEX, HIV, ETH, GDIS). "
+        f"({CONFIDENTIALITY_SYSTEM}, e.g. R, V) and v3 ActCode ({ACT_CODE_SYSTEM}, e.g. PSY, SEX, HIV, ETH; GDIS is "
+        "genetic disease information). Gender identity history, which no v3 code covers, is the Coding "
+        f"system {GATEWAY_CODE_SYSTEM}, code {GENDER_IDENTITY_HISTORY_CODE}, in meta.security. "
         "Where the source judges that disclosing the Encounter would be more detrimental to the child than not "
         "(Children Act 2004 s16LA), it marks it with the Coding "
         f"system {GATEWAY_CODE_SYSTEM}, code {DETRIMENTAL_CODE}, in meta.security or meta.tag: the gateway then "

@@ -33,9 +33,14 @@ SPECIAL_CATEGORY_LABELS = {
     "PSY": "mental health",
     "R": "restricted (confidentiality R)",
     "V": "very restricted (confidentiality V)",
+    "GDIS": "genetic disease information",
 }
-# Gender identity history: disclosing it can be an offence (Gender Recognition Act 2004 s22).
-GENDER_IDENTITY_LABELS = {"GDIS"}
+# Gender identity history: disclosing it can be an offence (Gender Recognition Act 2004 s22). No
+# v3 ActCode code covers it (GDIS is genetic disease information, a special category above), so
+# the gateway's own code system defines it (urn:macpt-gateway:CodeSystem:sharing, beside the
+# s16LA mark; adapters/nhs_fhir.py and the README document it).
+GENDER_IDENTITY_HISTORY = "gender-identity-history"
+GENDER_IDENTITY_LABELS = {GENDER_IDENTITY_HISTORY}
 
 
 class _Context:

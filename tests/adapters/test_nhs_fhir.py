@@ -36,6 +36,7 @@ from adapters import (
 from adapters.nhs_fhir import (
     DETRIMENTAL_CODE,
     GATEWAY_CODE_SYSTEM,
+    GENDER_IDENTITY_HISTORY_CODE,
     _datetime,
     capability_statement,
     entry_location,
@@ -1022,3 +1023,25 @@ def test_a_start_outside_the_years_1_to_9999_in_utc_is_named(start: str) -> None
     issue = only_issue(parsed.entries[1])
     assert (issue.code, issue.location) == ("value", "Bundle.entry[1].resource.period.start")
     assert "years 1 and 9999" in issue.message and start not in issue.message
+
+
+def test_gender_identity_history_is_a_label_of_the_gateways_system_and_gdis_stays_genetic() -> None:
+    record = marked_record(
+        security=[
+            {"system": GATEWAY_CODE_SYSTEM, "code": GENDER_IDENTITY_HISTORY_CODE},
+            {"system": ACT_CODE, "code": "GDIS"},
+        ],
+        tag=[{"system": GATEWAY_CODE_SYSTEM, "code": GENDER_IDENTITY_HISTORY_CODE}],  # a tag is never a label
+    )
+
+    assert record.security_labels == frozenset({GENDER_IDENTITY_HISTORY_CODE, "GDIS"})
+    assert record.detrimental is False
+    statement = capability_statement(token_endpoint="https://gateway.test.example/oauth/token")
+    documentation = {resource["type"]: resource.get("documentation", "") for resource in statement["rest"][0]["resource"]}
+    assert GENDER_IDENTITY_HISTORY_CODE in documentation["Encounter"] and "genetic disease" in documentation["Encounter"]
+
+
+def test_the_adapter_and_the_policy_engine_name_gender_identity_history_alike() -> None:
+    from policies.engine import GENDER_IDENTITY_HISTORY, GENDER_IDENTITY_LABELS
+
+    assert GENDER_IDENTITY_HISTORY_CODE == GENDER_IDENTITY_HISTORY and GENDER_IDENTITY_HISTORY in GENDER_IDENTITY_LABELS

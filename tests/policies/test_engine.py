@@ -128,11 +128,19 @@ def test_special_categories_are_indicated_not_shown(label: str, words: str) -> N
 
 
 def test_gender_identity_history_warns_of_the_offence() -> None:
-    decision = decide(POLICY, viewer=viewer(), purpose=CP, item=item(security_labels=frozenset({"GDIS", "PSY"})),
-                      consent=NO_CONSENT)
+    decision = decide(POLICY, viewer=viewer(), purpose=CP,
+                      item=item(security_labels=frozenset({"gender-identity-history", "PSY"})), consent=NO_CONSENT)
 
     assert decision.rule_id == "builtin.gender-identity"
     assert "Gender Recognition Act 2004 s22" in decision.reason
+
+
+def test_gdis_is_genetic_disease_information_not_gender_identity() -> None:
+    decision = decide(POLICY, viewer=viewer(), purpose=CP, item=item(security_labels=frozenset({"GDIS"})),
+                      consent=NO_CONSENT)
+
+    assert (decision.kind, decision.rule_id) == (DecisionKind.INDICATE, "builtin.special-category")
+    assert "genetic disease information" in decision.reason and "Gender Recognition" not in decision.reason
 
 
 def test_unknown_labels_do_not_block_sharing() -> None:

@@ -437,7 +437,7 @@ def test_a_notifiable_record_for_a_child_with_an_open_case_reaches_the_lead_prac
     intelligence = _record("INT-1", "person/P-8", kind="intelligence", category="police.intelligence", notice=None,
                            police_handling_code="C", grading="2/B/C")
     sensitive = _record("INC-2", "person/P-8", kind="incident", category="police.incident", notice=None,
-                        security_labels=frozenset({"GDIS"}))
+                        security_labels=frozenset({"gender-identity-history"}))
     _push(session, keyring, police, _claim("person/P-8"), missing, withheld, intelligence, sensitive)
 
     assert _entries(session, police_member.subject, InboxKind.NOTIFICATION) == []  # the lead practitioner only
