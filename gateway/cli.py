@@ -29,6 +29,7 @@ link_app = typer.Typer(help="Identity linking.", no_args_is_help=True)
 import_app = typer.Typer(help="Bulk imports as a registered agency system.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Teams' outbound notification webhooks.", no_args_is_help=True)
 schools_app = typer.Typer(help="Who receives a school's Operation Encompass notices.", no_args_is_help=True)
+policy_app = typer.Typer(help="The information-sharing agreement (ISA) file.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
@@ -36,6 +37,7 @@ app.add_typer(link_app, name="link")
 app.add_typer(import_app, name="import")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(schools_app, name="schools")
+app.add_typer(policy_app, name="policy")
 
 
 @keys_app.command("create")
@@ -619,3 +621,19 @@ def schools_remove_contact(
     finally:
         engine.dispose()
     typer.echo("contact removed" if stopped is not None else "no such contact")
+
+
+@policy_app.command("check")
+def policy_check(file: Annotated[Path, typer.Argument(help="An ISA file (YAML).")]) -> None:
+    """Validate an ISA file as the gateway would load it; name the line and field at fault."""
+    from policies import PolicyError, load_policy
+
+    try:
+        policy = load_policy(file)
+    except PolicyError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(
+        f"ok: {policy.id} version {policy.version}: {len(policy.rules)} rules, "
+        f"{len(policy.lawful_bases)} lawful bases, {len(policy.notifiable_categories)} notifiable categories"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -105,20 +106,46 @@ class Policy(BaseModel):
 
 
 
+# A check across fields names its field at the start of its message ("rules.1.id: …").
+_NAMED_IN_MESSAGE = re.compile(r"^Value error, ((?:[A-Za-z_]\w*|\d+)(?:\.(?:[A-Za-z_]\w*|\d+))*): ")
+
+
 def load_policy_text(text: str, *, source: str = "<text>") -> Policy:
-    """Parse and validate an ISA from YAML text."""
+    """Parse and validate an ISA from YAML text; a PolicyError names the source, the line and the field."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise PolicyError(f"{where}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: the ISA must be a YAML mapping")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise PolicyError(f"{source}: {location}: {first['msg']}") from None
+        path: tuple[str | int, ...] = tuple(first["loc"])
+        named = _NAMED_IN_MESSAGE.match(first["msg"])
+        if not path and named:
+            path = tuple(int(part) if part.isdigit() else part for part in named.group(1).split("."))
+        location = ".".join(str(part) for part in path) or "(top level)"
+        raise PolicyError(f"{source}:{_line_of(text, path)}: {location}: {first['msg']}") from None
+
+
+def _line_of(text: str, path: tuple[str | int, ...]) -> int:
+    """Return the 1-based line of the YAML node at `path` (or of the deepest part of it that exists)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert node is not None  # the text loaded as a mapping above
+    for part in path:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1
 
 
 def load_policy(path: Path) -> Policy:

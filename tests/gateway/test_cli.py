@@ -202,3 +202,19 @@ def test_school_contacts_and_webhooks_are_set_from_the_command_line(scratch_url:
     assert removed.exit_code == 0 and active == [(False,)]
     assert hook.exit_code == 0 and "whsec_" in hook.output
     assert plain.exit_code == 2 and "https" in plain.output
+
+
+def test_policy_check_accepts_the_shipped_isa_and_names_the_line_of_a_mistake(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "policies" / "isa" / "default.yaml"
+    broken = tmp_path / "isa.yaml"
+    text = shipped.read_text().replace("lawful_basis: consent", "lawful_basis: goodwill", 1)
+    broken.write_text(text)
+    line = text.splitlines().index("    lawful_basis: goodwill") + 1
+    runner = CliRunner()
+
+    ok = runner.invoke(app, ["policy", "check", str(shipped)])
+    refused = runner.invoke(app, ["policy", "check", str(broken)])
+
+    assert ok.exit_code == 0 and ok.output.startswith("ok: default-macpt-isa version 2026.1: 6 rules"), ok.output
+    assert refused.exit_code == 1, refused.output
+    assert f"isa.yaml:{line}: rules.5.lawful_basis: " in refused.output and "goodwill" in refused.output

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from policies import PolicyError, default_policy, load_policy, load_policy_text
+from policies.isa import _line_of
 
 VALID = """
 id: t
@@ -80,3 +83,47 @@ def test_errors_name_the_field(change: Callable[[str], str], fragment: str) -> N
 def test_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="missing.yaml: cannot be read"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def _last_line(text: str, fragment: str) -> int:
+    return [number for number, line in enumerate(text.splitlines(), 1) if fragment in line][-1]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment", "field"),
+    [
+        (lambda t: t.replace("lawful_basis: public_task", "lawful_basis: vibes"), "lawful_basis: vibes",
+         "rules.0.lawful_basis"),
+        (lambda t: t.replace("    reason: because", "    reason: because\n    colour: red"), "colour: red",
+         "rules.0.colour"),
+        (lambda t: t.replace("purposes: [child_protection]", "purposes: [curiosity]"), "purposes: [curiosity]",
+         "rules.0.purposes.0"),
+        (lambda t: t + t[t.index("  - id: r1"):], "  - id: r1", "rules.1.id"),
+    ],
+)
+def test_errors_name_the_line_at_fault(change: Callable[[str], str], fragment: str, field: str) -> None:
+    text = change(VALID)
+    with pytest.raises(PolicyError) as error:
+        load_policy_text(text, source="isa.yaml")
+
+    assert str(error.value).startswith(f"isa.yaml:{_last_line(text, fragment)}: {field}: "), str(error.value)
+
+
+def test_a_yaml_syntax_error_names_its_line() -> None:
+    with pytest.raises(PolicyError, match=r"^isa\.yaml:3: not valid YAML"):
+        load_policy_text("id: t\nversion: '1'\ntitle: a: b\n", source="isa.yaml")
+
+
+def test_a_yaml_error_without_a_position_names_the_file_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_text: str) -> object:
+        raise yaml.YAMLError("no mark")
+
+    monkeypatch.setattr(yaml, "safe_load", broken)
+    with pytest.raises(PolicyError, match=r"^isa\.yaml: not valid YAML \(YAMLError\)$"):
+        load_policy_text(VALID, source="isa.yaml")
+
+
+def test_a_path_beyond_the_document_stops_at_its_deepest_node() -> None:
+    assert _line_of("a: 1\nb:\n  - x\n", ("b", 5)) == 3  # no such item: the list's first line
+    assert _line_of("a: 1\nb: 2\n", ("b", "c")) == 2  # a scalar has no fields
+    assert _line_of("a: 1\nb: 2\n", ("z",)) == 1  # no such key: the document's first line
