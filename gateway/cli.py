@@ -637,3 +637,11 @@ def policy_check(file: Annotated[Path, typer.Argument(help="An ISA file (YAML)."
         f"ok: {policy.id} version {policy.version}: {len(policy.rules)} rules, "
         f"{len(policy.lawful_bases)} lawful bases, {len(policy.notifiable_categories)} notifiable categories"
     )
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the ISA file's JSON Schema (policies/isa/schema.json), for editors and CI checks."""
+    from policies.isa import isa_json_schema
+
+    typer.echo(json.dumps(isa_json_schema(), indent=2, sort_keys=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -146,6 +146,23 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
             break
         node = child
     return int(node.start_mark.line) + 1
+
+
+ISA_SCHEMA_ID = "urn:macpt-gateway:schema:isa:v1"
+
+
+def isa_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of the ISA file (shipped as policies/isa/schema.json, for editors and checks).
+
+    The model's own schema, with the vocabulary the validators check spelled out as enums, so
+    that an editor can offer the categories. The cross-field checks (rule ids unique, lawful
+    bases defined) are the loader's: `gateway policy check` runs them.
+    """
+    schema = Policy.model_json_schema()
+    categories = {"enum": sorted(CATEGORIES)}
+    schema["$defs"]["Rule"]["properties"]["categories"]["items"] = {"enum": sorted(CATEGORIES | {"*"})}
+    schema["properties"]["notifiable_categories"]["items"] = categories
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": ISA_SCHEMA_ID, **schema}
 
 
 def load_policy(path: Path) -> Policy:

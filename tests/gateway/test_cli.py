@@ -218,3 +218,11 @@ def test_policy_check_accepts_the_shipped_isa_and_names_the_line_of_a_mistake(tm
     assert ok.exit_code == 0 and ok.output.startswith("ok: default-macpt-isa version 2026.1: 6 rules"), ok.output
     assert refused.exit_code == 1, refused.output
     assert f"isa.yaml:{line}: rules.5.lawful_basis: " in refused.output and "goodwill" in refused.output
+
+
+def test_policy_schema_prints_the_shipped_schema() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "policies" / "isa" / "schema.json"
+
+    printed = CliRunner().invoke(app, ["policy", "schema"])
+
+    assert printed.exit_code == 0 and json.loads(printed.output) == json.loads(shipped.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from policies import PolicyError, default_policy, load_policy, load_policy_text
-from policies.isa import _line_of
+from policies.isa import _line_of, isa_json_schema
 
 VALID = """
 id: t
@@ -127,3 +128,19 @@ def test_a_path_beyond_the_document_stops_at_its_deepest_node() -> None:
     assert _line_of("a: 1\nb:\n  - x\n", ("b", 5)) == 3  # no such item: the list's first line
     assert _line_of("a: 1\nb: 2\n", ("b", "c")) == 2  # a scalar has no fields
     assert _line_of("a: 1\nb: 2\n", ("z",)) == 1  # no such key: the document's first line
+
+
+SHIPPED_SCHEMA = Path(__file__).resolve().parents[2] / "policies" / "isa" / "schema.json"
+
+
+def test_the_shipped_json_schema_is_the_models_and_the_shipped_isa_is_valid_under_it() -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # comes with schemathesis, a test dependency
+    schema = isa_json_schema()
+    shipped_isa = yaml.safe_load((Path(__file__).resolve().parents[2] / "policies" / "isa" / "default.yaml").read_text())
+
+    assert json.loads(SHIPPED_SCHEMA.read_text()) == schema, "regenerate policies/isa/schema.json (gateway policy schema)"
+    assert schema["$id"] == "urn:macpt-gateway:schema:isa:v1"
+    validator = jsonschema_rs.validator_for(schema)
+    assert validator.is_valid(shipped_isa)
+    shipped_isa["rules"][0]["categories"] = ["health.horoscope"]
+    assert not validator.is_valid(shipped_isa)  # the vocabulary is in the schema, for editors
