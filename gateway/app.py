@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -64,6 +65,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # collector's sight, a large push's collections scan only what requests create (about a
         # tenth of a 10,000-row import's time).
         gc.freeze()
+        # The event loop answers /healthz and reads bodies while pushes run in threads: at the
+        # default 5 ms switch interval it queued behind a CPU-bound push for each of its many GIL
+        # hand-overs (a 2,000-Patient push: /healthz up to 2 s late); at 1 ms, under 0.3 s, and
+        # the push took no longer (tests/gateway/test_under_load.py, on PostgreSQL).
+        sys.setswitchinterval(0.001)
         interval = settings.audit_checkpoint_interval_s
         worker = None
         if deferred or interval > 0:
