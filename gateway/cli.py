@@ -40,6 +40,14 @@ app.add_typer(schools_app, name="schools")
 app.add_typer(policy_app, name="policy")
 
 
+@contextlib.contextmanager
+def _migrated_session(settings: Settings) -> Iterator[Session]:
+    """Yield a session on the configured database (refused unless migrated to head); dispose after."""
+    _require_head(settings)
+    with _audit_session(settings) as session:
+        yield session
+
+
 @keys_app.command("create")
 def keys_create() -> None:
     """Create the token-signing, data-encryption and blind-index keys where missing."""
@@ -504,14 +512,11 @@ def webhook_set(
 ) -> None:
     """Send a team's notifications to a URL too, signed (Standard Webhooks); print the secret, once."""
     from gateway.keys import KeyFolder
-    from gateway.kit.db import build_engine, build_sessionmaker
     from gateway.notifications.webhooks import WebhookError, set_webhook
 
     settings = Settings()
-    _require_head(settings)
-    engine = build_engine(settings.database_url)
     try:
-        with build_sessionmaker(engine)() as session:
+        with _migrated_session(settings) as session:
             secret = set_webhook(
                 session,
                 KeyFolder(settings.keys_dir).data_keyring(),
@@ -523,8 +528,6 @@ def webhook_set(
     except WebhookError as error:
         typer.echo(f"refused: {error}", err=True)
         raise typer.Exit(code=2) from None
-    finally:
-        engine.dispose()
     typer.echo("signing secret (give it to the receiving system; it is not shown again):")
     typer.echo(secret)
 
@@ -532,18 +535,11 @@ def webhook_set(
 @webhook_app.command("remove")
 def webhook_remove(team: Annotated[uuid.UUID, typer.Option(help="The team's id.")]) -> None:
     """Stop sending a team's notifications to its webhook (deliveries not yet sent stay unsent)."""
-    from gateway.kit.db import build_engine, build_sessionmaker
     from gateway.notifications.webhooks import remove_webhook
 
-    settings = Settings()
-    _require_head(settings)
-    engine = build_engine(settings.database_url)
-    try:
-        with build_sessionmaker(engine)() as session:
-            removed = remove_webhook(session, team_id=team)
-            session.commit()
-    finally:
-        engine.dispose()
+    with _migrated_session(Settings()) as session:
+        removed = remove_webhook(session, team_id=team)
+        session.commit()
     typer.echo("webhook removed" if removed else "the team had no active webhook")
 
 
@@ -561,7 +557,6 @@ def schools_add_contact(
 
     from sqlalchemy import select
 
-    from gateway.kit.db import build_engine, build_sessionmaker
     from gateway.models import SchoolContact, SchoolContactRole
 
     if urn is not None and not re.fullmatch(r"\d{6}", urn):
@@ -577,21 +572,13 @@ def schools_add_contact(
         if deputy
         else SchoolContactRole.DESIGNATED_SAFEGUARDING_LEAD
     )
-    settings = Settings()
-    _require_head(settings)
-    engine = build_engine(settings.database_url)
-    try:
-        with build_sessionmaker(engine)() as session:
-            existing = session.scalar(
-                select(SchoolContact).where(SchoolContact.subject == subject, SchoolContact.urn.is_(None) if urn is None else SchoolContact.urn == urn)
-            )
-            if existing is None:
-                session.add(SchoolContact(urn=urn, subject=subject, display_name=name, role=role))
-            else:
-                existing.display_name, existing.role, existing.active = name, role, True
-            session.commit()
-    finally:
-        engine.dispose()
+    with _migrated_session(Settings()) as session:
+        existing = session.scalar(select(SchoolContact).where(SchoolContact.subject == subject, _same_urn(urn)))
+        if existing is None:
+            session.add(SchoolContact(urn=urn, subject=subject, display_name=name, role=role))
+        else:
+            existing.display_name, existing.role, existing.active = name, role, True
+        session.commit()
     typer.echo(f"{subject} receives Operation Encompass notices for {'URN ' + urn if urn else 'children with no school'} ({role})")
 
 
@@ -603,23 +590,16 @@ def schools_remove_contact(
     """Stop a contact receiving a school's notices (kept, inactive: their acknowledgements stay theirs)."""
     from sqlalchemy import update
 
-    from gateway.kit.db import build_engine, build_sessionmaker
     from gateway.models import SchoolContact
 
-    settings = Settings()
-    _require_head(settings)
-    engine = build_engine(settings.database_url)
-    try:
-        with build_sessionmaker(engine)() as session:
-            stopped = session.execute(
-                update(SchoolContact)
-                .where(SchoolContact.subject == subject, SchoolContact.urn.is_(None) if urn is None else SchoolContact.urn == urn)
-                .values(active=False)
-                .returning(SchoolContact.id)
-            ).first()
-            session.commit()
-    finally:
-        engine.dispose()
+    with _migrated_session(Settings()) as session:
+        stopped = session.execute(
+            update(SchoolContact)
+            .where(SchoolContact.subject == subject, _same_urn(urn))
+            .values(active=False)
+            .returning(SchoolContact.id)
+        ).first()
+        session.commit()
     typer.echo("contact removed" if stopped is not None else "no such contact")
 
 
@@ -645,3 +625,9 @@ def policy_schema() -> None:
     from policies.isa import isa_json_schema
 
     typer.echo(json.dumps(isa_json_schema(), indent=2, sort_keys=True))
+
+
+def _same_urn(urn: str | None) -> Any:
+    from gateway.models import SchoolContact
+
+    return SchoolContact.urn.is_(None) if urn is None else SchoolContact.urn == urn

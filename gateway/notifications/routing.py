@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 from datetime import date, datetime, time, timedelta
@@ -282,7 +283,7 @@ def _notify(
     session: Session, auditor: Auditor, scope: RoutingScope, routing: Routing, filed: list[FiledRecord]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return the notification entries to insert, and those to send to their teams' webhooks."""
-    leads = lead_practitioners(session, scope)
+    leads = lead_practitioners(session, scope.child_ids)
     now = utcnow()
     rows: list[dict[str, Any]] = []
     outbound: list[dict[str, Any]] = []
@@ -368,8 +369,10 @@ class LeadPractitioner(NamedTuple):
     role: str
 
 
-def lead_practitioners(session: Session, scope: RoutingScope) -> dict[uuid.UUID, list[LeadPractitioner]]:
-    """Return, per child of the scope, the lead practitioners of its open cases.
+def lead_practitioners(
+    session: Session, child_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, list[LeadPractitioner]]:
+    """Return, per child, the lead practitioners of its open cases (routing and the overdue sweep).
 
     The lead practitioner is an active member of the allocated team with that role, as the
     linking review reads it (identity/review.py).
@@ -378,7 +381,7 @@ def lead_practitioners(session: Session, scope: RoutingScope) -> dict[uuid.UUID,
         select(Case.child_id, Case.id, Case.team_id, TeamMember.subject, TeamMember.agency, TeamMember.role)
         .join(TeamMember, TeamMember.team_id == Case.team_id)
         .where(
-            Case.child_id.in_(scope.child_ids),
+            Case.child_id.in_(child_ids),
             Case.status == CaseStatus.OPEN,
             TeamMember.role == LEAD_PRACTITIONER,
             TeamMember.active.is_(True),

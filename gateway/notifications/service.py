@@ -44,7 +44,7 @@ from policies import (
     decide,
 )
 
-from .routing import ENCOMPASS_VIEWER, LEAD_PRACTITIONER, NoticeContent
+from .routing import ENCOMPASS_VIEWER, LEAD_PRACTITIONER, NoticeContent, lead_practitioners
 from .schemas import (
     AcknowledgedRead,
     EncompassInboxRead,
@@ -265,27 +265,16 @@ def escalate_overdue(session: Session, auditor: Auditor, *, now: datetime | None
     items = session.execute(
         select(Item.id, Item.child_id, Item.agency, Item.kind, Item.category).where(Item.id.in_(notices))
     ).all()
-    cases: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = defaultdict(list)
-    for child_id, case_id, subject in session.execute(
-        select(Case.child_id, Case.id, TeamMember.subject)
-        .join(TeamMember, TeamMember.team_id == Case.team_id)
-        .where(
-            Case.child_id.in_({row.child_id for row in items}),
-            Case.status == CaseStatus.OPEN,
-            TeamMember.role == LEAD_PRACTITIONER,
-            TeamMember.active.is_(True),
-        )
-    ):
-        cases[child_id].append((case_id, subject))
+    leads = lead_practitioners(session, {row.child_id for row in items})
     rows: list[dict[str, Any]] = []
     for item_id, child_id, agency, kind, category in items:
         entry_id, urn, deadline = notices[item_id]
-        for case_id, subject in cases.get(child_id, []):
+        for lead in leads.get(child_id, []):
             rows.append(
                 {
                     "id": uuid.uuid4(),
                     "kind": InboxKind.ENCOMPASS_OVERDUE,
-                    "recipient": subject,
+                    "recipient": lead.subject,
                     "recipient_role": LEAD_PRACTITIONER,
                     "item_id": item_id,
                     "child_id": child_id,
@@ -293,7 +282,7 @@ def escalate_overdue(session: Session, auditor: Auditor, *, now: datetime | None
                     "record_kind": kind,
                     "category": category,
                     "urn": urn,
-                    "case_id": case_id,
+                    "case_id": lead.case_id,
                     "about_entry_id": entry_id,
                     "created_at": now,
                 }
@@ -306,7 +295,7 @@ def escalate_overdue(session: Session, auditor: Auditor, *, now: datetime | None
                 "item": str(item_id),
                 "deadline": deadline.isoformat() if deadline is not None else None,
                 "sent_to_school": urn is not None,
-                "lead_practitioners_told": len(cases.get(child_id, [])),
+                "lead_practitioners_told": len(leads.get(child_id, [])),
             },
             review=[ReviewReason.ENCOMPASS_UNACKNOWLEDGED],
         )
