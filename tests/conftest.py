@@ -87,13 +87,16 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def settings(database_url: str, keys_dir: Path) -> Settings:
     """Return the settings the test app runs with."""
-    # No background checkpoint signer: the test app's sessions share the test's one connection.
+    # No background worker (checkpoint signer, Encompass sweeper, webhook sender): the test app's
+    # sessions share the test's one connection, which a worker's thread must not use at the same time.
     # Every hour of every day is working time here, so that no test's events are flagged out of
     # hours by the clock it happens to run at; tests of the review rules set their own hours and clock.
     return Settings(
         database_url=database_url,
         keys_dir=keys_dir,
         audit_checkpoint_interval_s=0,
+        encompass_sweep_interval_s=0,
+        webhook_interval_s=0,
         # Each commit appends its own events, so that a test reads them as soon as its request returns.
         audit_append="inline",
         review_working_hours="00:00-00:00",
