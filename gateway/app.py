@@ -17,7 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.auth.dependencies import authenticate, require_client, require_staff
 from gateway.auth.endpoints import router as token_router
+from gateway.cases.endpoints import cases_router, teams_router
 from gateway.child_view.endpoints import router as child_view_router
+from gateway.consents.endpoints import router as consents_router
 from gateway.health.endpoints import router as health_router
 from gateway.ig.checkpointer import InlineSigner, integrate_pending, run_audit_worker
 from gateway.identity.endpoints import router as linking_router
@@ -34,6 +36,8 @@ from gateway.kit.errors import install_error_handlers
 from gateway.kit.logging import configure_logging
 from gateway.kit.telemetry import RequestMiddleware, configure_tracing
 from gateway.notifications.endpoints import router as inbox_router
+from gateway.search.endpoints import router as search_router
+from gateway.sharing.endpoints import requests_router, router as sharing_router
 from gateway.notifications.routing import routing_for
 from gateway.notifications.sweeper import run_overdue_sweeper
 from gateway.notifications.webhooks import run_webhook_sender
@@ -149,7 +153,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(clients)
 
     staff = APIRouter(prefix="/api/v1", dependencies=[Depends(require_staff)])
+    staff.include_router(search_router)
     staff.include_router(child_view_router)
+    staff.include_router(consents_router)
+    staff.include_router(sharing_router)
+    staff.include_router(requests_router)
+    staff.include_router(teams_router)
+    staff.include_router(cases_router)
     staff.include_router(linking_router)
     staff.include_router(ig_router)
     staff.include_router(inbox_router)

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     max_csv_rows: int = Field(
         default=50_000, ge=1, description="Most rows one CSV extract may carry (413 beyond); split larger extracts."
     )
+    max_override_days: int = Field(
+        default=90, ge=1, le=366, description="Longest an override (sharing without or against consent) may run, in days."
+    )
+    break_glass_minutes: int = Field(
+        default=60, ge=1, le=24 * 60, description="How long break-glass access to a child lasts, in minutes."
+    )
     db_lock_timeout_ms: int = Field(default=5_000, ge=100, description="PostgreSQL lock_timeout.")
     db_statement_timeout_ms: int = Field(default=30_000, ge=1000, description="PostgreSQL statement_timeout.")
     db_idle_in_transaction_timeout_ms: int = Field(

@@ -15,11 +15,14 @@ from .inbox import (
     WebhookDelivery,
 )
 from .item import Item, ItemContent, ItemDetail, PersonDetail
+from .policy import PolicyVersion
 from .review import ReviewEntry, ReviewOutcome, ReviewStatus
-from .team import Case, Team, TeamMember
+from .sharing import BreakGlass, RequestStatus, SeeRequest
+from .team import Case, PlanCategory, Team, TeamMember
 
 __all__ = [
     "Base",
+    "BreakGlass",
     "Case",
     "Child",
     "ChildIdentifier",
@@ -40,12 +43,16 @@ __all__ = [
     "MergeKind",
     "Override",
     "PersonDetail",
+    "PlanCategory",
+    "PolicyVersion",
+    "RequestStatus",
     "ReviewEntry",
     "ReviewOutcome",
     "ReviewStatus",
     "SchoolContact",
     "SchoolContactRole",
     "SchoolPlacement",
+    "SeeRequest",
     "Team",
     "TeamMember",
     "TeamWebhook",

@@ -1,0 +1,1 @@
+"""The consent registry: consent given, refused or withdrawn, as a history; FHIR Consent in and out."""
