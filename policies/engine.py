@@ -11,12 +11,16 @@ from collections.abc import Callable
 
 from .isa import Policy, Rule
 from .model import (
+    GENDER_IDENTITY_HISTORY,
+    GENDER_IDENTITY_LABELS,
+    SPECIAL_CATEGORY_LABELS,
     Agency,
     ConsentState,
     ConsentStatus,
     Decision,
     DecisionKind,
     ItemFacts,
+    OverrideFact,
     Purpose,
     RecordStatus,
     Relationship,
@@ -24,23 +28,9 @@ from .model import (
     member_to_ask,
 )
 
-# FHIR v3 ActCode sensitivity codes, and confidentiality R (restricted) / V (very restricted).
-SPECIAL_CATEGORY_LABELS = {
-    "SEX": "sexual health",
-    "STD": "sexually transmitted infection",
-    "HIV": "HIV",
-    "ETH": "substance misuse",
-    "PSY": "mental health",
-    "R": "restricted (confidentiality R)",
-    "V": "very restricted (confidentiality V)",
-    "GDIS": "genetic disease information",
-}
-# Gender identity history: disclosing it can be an offence (Gender Recognition Act 2004 s22). No
-# v3 ActCode code covers it (GDIS is genetic disease information, a special category above), so
-# the gateway's own code system defines it (urn:macpt-gateway:CodeSystem:sharing, beside the
-# s16LA mark; adapters/nhs_fhir.py and the README document it).
-GENDER_IDENTITY_HISTORY = "gender-identity-history"
-GENDER_IDENTITY_LABELS = {GENDER_IDENTITY_HISTORY}
+# The sensitivity vocabulary lives in .model (the ISA validates rules naming it); re-exported here.
+__all__ = ["GENDER_IDENTITY_HISTORY", "GENDER_IDENTITY_LABELS", "SPECIAL_CATEGORY_LABELS", "decide"]
+SENSITIVE_LABELS = frozenset(SPECIAL_CATEGORY_LABELS) | GENDER_IDENTITY_LABELS
 
 
 class _Context:
@@ -51,8 +41,25 @@ class _Context:
     def __init__(self, policy: Policy, viewer: Viewer, purpose: Purpose, item: ItemFacts, consent: ConsentState):
         self.policy, self.viewer, self.purpose, self.item, self.consent = policy, viewer, purpose, item, consent
 
-    def withhold(self, kind: DecisionKind, rule_id: str, reason: str, ask: str | None = None) -> Decision:
-        return Decision(kind, rule_id, self.policy.version, None, reason, (), ask)
+    def withhold(
+        self, kind: DecisionKind, rule_id: str, reason: str, ask: str | None = None, *, requestable: bool = False
+    ) -> Decision:
+        return Decision(kind, rule_id, self.policy.version, None, reason, (), ask, requestable)
+
+    def rules_in_scope(self) -> tuple[Rule, ...]:
+        return self.policy.rules_for(
+            self.purpose, self.item.agency, self.item.category, self.viewer.agency, self.viewer.relationship
+        )
+
+    def consent_status(self) -> ConsentStatus | None:
+        return self.consent.status_for(self.purpose, self.item.agency, self.item.category)
+
+    def override(self) -> OverrideFact | None:
+        return self.consent.override_for(self.purpose, self.item.agency, self.item.category)
+
+    def rule_applies(self, rule: Rule) -> bool:
+        """Say whether a rule in scope applies: it needs no consent, or consent is given, or an override is in force."""
+        return not rule.requires_consent or self.consent_status() is ConsentStatus.GIVEN or self.override() is not None
 
 
 Voter = Callable[[_Context], Decision | None]
@@ -91,26 +98,38 @@ def _detrimental(ctx: _Context) -> Decision | None:
 
 
 def _special_category(ctx: _Context) -> Decision | None:
-    labels = ctx.item.security_labels
-    if labels & GENDER_IDENTITY_LABELS:
+    sensitive = ctx.item.security_labels & SENSITIVE_LABELS
+    if not sensitive:
+        return None
+    # A rule that applies and names these labels lets an approved request open the item, for the
+    # one requester who stated a justification; gender identity history only if named outright.
+    opening = next((rule for rule in ctx.rules_in_scope() if rule.opens(sensitive) and ctx.rule_applies(rule)), None)
+    named = sorted(SPECIAL_CATEGORY_LABELS.get(label, "gender identity history") for label in sensitive)
+    if opening is not None and ctx.item.approved_request is not None:
+        return Decision(
+            DecisionKind.DISCLOSE,
+            "builtin.approved-request",
+            ctx.policy.version,
+            opening.lawful_basis,
+            f"Disclosed to you alone on approved request {ctx.item.approved_request}: special category "
+            f"information ({', '.join(named)}) that ISA rule {opening.id} lets an approved request open.",
+        )
+    if GENDER_IDENTITY_HISTORY in sensitive:
         return ctx.withhold(
             DecisionKind.INDICATE,
             "builtin.gender-identity",
             "Withheld: gender identity history. Disclosing it can be an offence under the Gender "
             "Recognition Act 2004 s22.",
             member_to_ask(ctx.item.agency),
+            requestable=opening is not None,
         )
-    named = sorted(SPECIAL_CATEGORY_LABELS[label] for label in labels if label in SPECIAL_CATEGORY_LABELS)
-    if named:
-        # Justified disclosure of special categories (a rule naming them, plus the viewer's stated
-        # justification) comes in a later stage; until then they are indicated, never shown.
-        return ctx.withhold(
-            DecisionKind.INDICATE,
-            "builtin.special-category",
-            f"Withheld: special category information ({', '.join(named)}).",
-            member_to_ask(ctx.item.agency),
-        )
-    return None
+    return ctx.withhold(
+        DecisionKind.INDICATE,
+        "builtin.special-category",
+        f"Withheld: special category information ({', '.join(named)}).",
+        member_to_ask(ctx.item.agency),
+        requestable=opening is not None,
+    )
 
 
 def _police_handling(ctx: _Context) -> Decision | None:
@@ -128,8 +147,8 @@ def _police_handling(ctx: _Context) -> Decision | None:
 def _family_help_consent(ctx: _Context) -> Decision | None:
     if ctx.purpose is not Purpose.FAMILY_HELP:
         return None
-    status = ctx.consent.status_for(ctx.purpose, ctx.item.agency, ctx.item.category)
-    if status in (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN):
+    status = ctx.consent_status()
+    if status in (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN) and ctx.override() is None:
         return ctx.withhold(
             DecisionKind.INDICATE,
             "builtin.consent-not-given",
@@ -143,38 +162,37 @@ BUILTIN_VOTERS: tuple[Voter, ...] = (
     _no_relationship,
     _record_status,
     _detrimental,
-    _special_category,
     _police_handling,
     _family_help_consent,
+    _special_category,
 )
-
-
-def _rule_scope_matches(rule: Rule, ctx: _Context) -> bool:
-    if ctx.purpose not in rule.purposes:
-        return False
-    if ctx.item.agency not in rule.source_agencies or not rule.matches_category(ctx.item.category):
-        return False
-    return ctx.viewer.agency in rule.viewer_agencies and ctx.viewer.relationship in rule.viewer_relationships
 
 
 def _isa_rules(ctx: _Context) -> Decision | None:
     awaiting_consent: Rule | None = None
-    for rule in ctx.policy.rules:
-        if not _rule_scope_matches(rule, ctx):
-            continue
-        if rule.requires_consent and (
-            ctx.consent.status_for(ctx.purpose, ctx.item.agency, ctx.item.category) is not ConsentStatus.GIVEN
-        ):
-            awaiting_consent = awaiting_consent or rule
-            continue
-        return Decision(
-            DecisionKind(rule.decision),
-            rule.id,
-            ctx.policy.version,
-            rule.lawful_basis,
-            rule.reason,
-            rule.redact_fields,
-        )
+    for rule in ctx.rules_in_scope():
+        if not rule.requires_consent or ctx.consent_status() is ConsentStatus.GIVEN:
+            return Decision(
+                DecisionKind(rule.decision),
+                rule.id,
+                ctx.policy.version,
+                rule.lawful_basis,
+                rule.reason,
+                rule.redact_fields,
+            )
+        override = ctx.override()
+        if override is not None:
+            return Decision(
+                DecisionKind(rule.decision),
+                "builtin.override",
+                ctx.policy.version,
+                override.lawful_basis,
+                f"Shared for {ctx.purpose.value} without the family's consent under override "
+                f"{override.override_id}, recorded because seeking or respecting consent would place the "
+                f"child at risk (ISA rule {rule.id}).",
+                rule.redact_fields,
+            )
+        awaiting_consent = awaiting_consent or rule
     if awaiting_consent is not None:
         # The ISA would share this with consent, and none is recorded: the practitioner needs to
         # know that (to seek consent, or record an override), not an unexplained gap.
@@ -204,17 +222,24 @@ def decide(policy: Policy, *, viewer: Viewer, purpose: Purpose, item: ItemFacts,
     - Pure: the same arguments always give the same Decision; no I/O.
     - The built-in protective voters run first, in order: no relationship → withhold silently;
       entered in error or superseded → withhold silently; detrimental (s16LA) → indicate;
-      gender identity or special category labels → indicate; police handling code C →
-      indicate; family help with consent refused or withdrawn → indicate. The first that
-      decides wins, and no ISA rule can override it.
-    - Then the ISA's rules in file order; the first that applies decides (disclose or redact).
-      If the only rules that would apply need consent and none is given, indicate that no
+      police handling code C → indicate; family help with consent refused or withdrawn and no
+      override in force → indicate; special category or gender identity labels → indicate,
+      `requestable` when an applicable rule names the labels, or disclose (rule
+      builtin.approved-request) when the item carries an approved request and such a rule
+      exists. The first that decides wins, and no ISA rule can override it.
+    - Then the ISA's rules in file order; the first that applies decides (disclose or redact). A
+      rule that needs consent applies when consent is given; else, when an override is in
+      force, it applies under the override (rule builtin.override, the override's lawful basis).
+      If the only rules that would apply need consent and there is neither, indicate that no
       consent is recorded (rule builtin.consent-not-recorded).
     - When everything abstains, deny by default: withhold silently, rule builtin.default-deny.
     - Every Decision carries rule id, policy version and a reason a practitioner can read;
       shown decisions carry their lawful basis, withheld ones carry none.
-    - No voter reads `item.item_id`: two items alike in every other fact get the same Decision,
-      so a caller deciding many items may decide once per kind of item.
+    - No voter reads `item.item_id`: two items alike in every other fact (the approved request
+      included) get the same Decision, so a caller deciding many items may decide once per kind
+      of item.
+    - The consent state is what was in force at the moment the caller decides for
+      (`ConsentState.at`): the engine reads no clock.
     """
     ctx = _Context(policy, viewer, purpose, item, consent)
     for voter in (*BUILTIN_VOTERS, _isa_rules):

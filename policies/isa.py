@@ -8,9 +8,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .model import AGENCIES, CATEGORIES, Agency, DecisionKind, Purpose, Relationship
+from .model import (
+    AGENCIES,
+    CATEGORIES,
+    GENDER_IDENTITY_LABELS,
+    SPECIAL_CATEGORY_LABELS,
+    Agency,
+    DecisionKind,
+    Purpose,
+    Relationship,
+)
+
+# What a rule's `special_categories` may name: the sensitivity labels, or "*" for all of them but
+# gender identity history, which a rule must name itself.
+SPECIAL_CATEGORY_NAMES = frozenset(SPECIAL_CATEGORY_LABELS) | GENDER_IDENTITY_LABELS
 
 
 class PolicyError(ValueError):
@@ -30,6 +43,9 @@ class Rule(BaseModel):
     viewer_agencies: tuple[Agency, ...] = Field(min_length=1)
     viewer_relationships: tuple[Relationship, ...] = (Relationship.ALLOCATED_TEAM,)
     requires_consent: bool = False
+    # Special category labels this rule lets an approved request to see open (for the one
+    # requester who stated a justification): "*" for all but gender identity history.
+    special_categories: tuple[str, ...] = ()
     decision: Literal[DecisionKind.DISCLOSE, DecisionKind.REDACT]
     redact_fields: tuple[str, ...] = ()
     lawful_basis: str
@@ -53,6 +69,21 @@ class Rule(BaseModel):
             raise ValueError(f"unknown category {unknown[0]!r}; see policies.model.CATEGORIES or use '*'")
         return categories
 
+    @field_validator("special_categories")
+    @classmethod
+    def _known_labels(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(labels) - SPECIAL_CATEGORY_NAMES - {"*"})
+        if unknown:
+            raise ValueError(f"unknown special category {unknown[0]!r}; expected one of {sorted(SPECIAL_CATEGORY_NAMES)} or '*'")
+        return labels
+
+    def opens(self, labels: frozenset[str]) -> bool:
+        """Say whether an approved request may open an item with these special category labels under this rule."""
+        named = set(self.special_categories)
+        if "*" in named:
+            named |= set(SPECIAL_CATEGORY_LABELS)
+        return bool(labels) and labels <= named
+
     @model_validator(mode="after")
     def _redaction_names_fields(self) -> Rule:
         if self.decision is DecisionKind.REDACT and not self.redact_fields:
@@ -66,10 +97,15 @@ class Rule(BaseModel):
         return "*" in self.categories or category in self.categories
 
 
+# The scope a rule is looked up by: purpose, source agency, category, viewer agency, relationship.
+ScopeKey = tuple[Purpose, Agency, str, Agency, Relationship]
+
+
 class Policy(BaseModel):
-    """A loaded ISA."""
+    """A loaded ISA, compiled into lookups when it loads (`rules_for`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _scopes: dict[ScopeKey, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
 
     id: str = Field(min_length=1)
     version: str = Field(min_length=1)
@@ -79,6 +115,9 @@ class Policy(BaseModel):
     # Staff roles that work the identity-linking review queue and merge or unmerge children,
     # besides the lead practitioner of a case (who may decide pairs about their own child).
     linking_roles: tuple[str, ...] = ("linking_officer",)
+    # Staff roles, besides the allocated team's lead practitioner, that may record an override
+    # (sharing without or against consent). None by default.
+    override_roles: tuple[str, ...] = ()
     # Categories whose new records reach the allocated team's lead practitioner's inbox when the
     # child has an open case (CP-IS's promise, for every agency). None by default: an ISA opts in.
     notifiable_categories: tuple[str, ...] = ()
@@ -104,6 +143,41 @@ class Policy(BaseModel):
                 )
         return self
 
+    def model_post_init(self, context: Any, /) -> None:
+        """Compile the rules into one lookup per scope, so that deciding an item is a dict lookup, not a scan.
+
+        Every scope of the vocabulary is compiled here; a category outside it (which only a '*'
+        rule can match) is looked up by scanning, once, then kept.
+        """
+        for purpose in Purpose:
+            for source in Agency:
+                for category in CATEGORIES:
+                    for viewer in Agency:
+                        for relationship in Relationship:
+                            key = (purpose, source, category, viewer, relationship)
+                            self._scopes[key] = self._scan(key)
+
+    def rules_for(
+        self, purpose: Purpose, source: Agency, category: str, viewer: Agency, relationship: Relationship
+    ) -> tuple[Rule, ...]:
+        """Return the rules whose scope covers this item and viewer, in file order."""
+        key = (purpose, source, category, viewer, relationship)
+        rules = self._scopes.get(key)
+        if rules is None:
+            rules = self._scopes[key] = self._scan(key)
+        return rules
+
+    def _scan(self, key: ScopeKey) -> tuple[Rule, ...]:
+        purpose, source, category, viewer, relationship = key
+        return tuple(
+            rule
+            for rule in self.rules
+            if purpose in rule.purposes
+            and source in rule.source_agencies
+            and rule.matches_category(category)
+            and viewer in rule.viewer_agencies
+            and relationship in rule.viewer_relationships
+        )
 
 
 # A check across fields names its field at the start of its message ("rules.1.id: …").
@@ -161,6 +235,7 @@ def isa_json_schema() -> dict[str, Any]:
     schema = Policy.model_json_schema()
     categories = {"enum": sorted(CATEGORIES)}
     schema["$defs"]["Rule"]["properties"]["categories"]["items"] = {"enum": sorted(CATEGORIES | {"*"})}
+    schema["$defs"]["Rule"]["properties"]["special_categories"]["items"] = {"enum": sorted(SPECIAL_CATEGORY_NAMES | {"*"})}
     schema["properties"]["notifiable_categories"]["items"] = categories
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": ISA_SCHEMA_ID, **schema}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -74,6 +76,8 @@ class RecordKind(StrEnum):
 
     IDENTITY = "identity"
     ENCOUNTER = "encounter"
+    # A FHIR Consent: stored in the consent registry (gateway/consents), never as an item.
+    CONSENT = "consent"
     # police (adapters/police)
     INCIDENT = "incident"
     DOMESTIC_ABUSE_NOTIFICATION = "domestic_abuse_notification"
@@ -116,6 +120,26 @@ CATEGORIES = frozenset(
 )
 
 
+# FHIR v3 ActCode sensitivity codes, and confidentiality R (restricted) / V (very restricted).
+SPECIAL_CATEGORY_LABELS = {
+    "SEX": "sexual health",
+    "STD": "sexually transmitted infection",
+    "HIV": "HIV",
+    "ETH": "substance misuse",
+    "PSY": "mental health",
+    "R": "restricted (confidentiality R)",
+    "V": "very restricted (confidentiality V)",
+    "GDIS": "genetic disease information",
+}
+# Gender identity history: disclosing it can be an offence (Gender Recognition Act 2004 s22). No
+# v3 ActCode code covers it (GDIS is genetic disease information, a special category above), so
+# the gateway's own code system defines it (urn:macpt-gateway:CodeSystem:sharing, beside the
+# s16LA mark; adapters/nhs_fhir.py and the README document it). An ISA rule opens it to a
+# request only by naming it: "*" does not.
+GENDER_IDENTITY_HISTORY = "gender-identity-history"
+GENDER_IDENTITY_LABELS = frozenset({GENDER_IDENTITY_HISTORY})
+
+
 @dataclass(frozen=True)
 class Viewer:
     """Who is looking: their agency, role, and relationship to the child."""
@@ -127,7 +151,11 @@ class Viewer:
 
 @dataclass(frozen=True)
 class ItemFacts:
-    """What the engine may know of an item: never its contents."""
+    """What the engine may know of an item: never its contents.
+
+    `approved_request` is the id of a request to see this item that was approved for this viewer
+    and purpose (gateway/sharing): the only fact the engine reads that is about one viewer.
+    """
 
     item_id: str
     agency: Agency
@@ -137,37 +165,105 @@ class ItemFacts:
     police_handling_code: str | None = None
     status: RecordStatus = RecordStatus.CURRENT
     detrimental: bool = False
+    approved_request: str | None = None
+
+
+def _in_period(at: datetime, start: datetime | None, end: datetime | None) -> bool:
+    return (start is None or start <= at) and (end is None or at < end)
 
 
 @dataclass(frozen=True)
 class ConsentFact:
-    """One consent decision: for a purpose, over agencies and (optionally) categories."""
+    """One consent decision: for a purpose, over agencies and categories (empty means all).
+
+    `recorded_at` is when it was recorded: a decision recorded after a moment did not exist at
+    that moment, so a withdrawal stops disclosure from when it was recorded, not before.
+    """
 
     status: ConsentStatus
     purpose: Purpose
-    agencies: frozenset[Agency]
+    agencies: frozenset[Agency] = frozenset()
     categories: frozenset[str] = frozenset()
+    recorded_at: datetime | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
 
     def covers(self, purpose: Purpose, agency: Agency, category: str) -> bool:
         """Say whether this decision speaks of that purpose, agency and category."""
         return (
             self.purpose is purpose
-            and agency in self.agencies
+            and (not self.agencies or agency in self.agencies)
             and (not self.categories or category in self.categories)
+        )
+
+    def in_force(self, at: datetime) -> bool:
+        """Say whether this decision had been recorded, and its period covered `at`."""
+        return (self.recorded_at is None or self.recorded_at <= at) and _in_period(
+            at, self.period_start, self.period_end
         )
 
 
 @dataclass(frozen=True)
+class OverrideFact:
+    """A recorded decision to share without or against consent, while it is in force."""
+
+    override_id: str
+    purpose: Purpose
+    lawful_basis: str
+    starts_at: datetime
+    expires_at: datetime
+    agencies: frozenset[Agency] = frozenset()
+    categories: frozenset[str] = frozenset()
+
+    def covers(self, purpose: Purpose, agency: Agency, category: str) -> bool:
+        """Say whether this override speaks of that purpose, agency and category (empty means all)."""
+        return (
+            self.purpose is purpose
+            and (not self.agencies or agency in self.agencies)
+            and (not self.categories or category in self.categories)
+        )
+
+    def in_force(self, at: datetime) -> bool:
+        """Say whether the override applies at `at` (from its start, until it expires)."""
+        return _in_period(at, self.starts_at, self.expires_at)
+
+
+@dataclass(frozen=True)
 class ConsentState:
-    """Every consent decision about a child, newest first."""
+    """The consent decisions and overrides in force at one moment, newest decision first.
+
+    Built by `ConsentState.at(moment, …)` from a child's whole history, so the engine itself
+    never reads a clock: a view at time T is decided on what was in force at T.
+    """
 
     facts: tuple[ConsentFact, ...] = ()
+    overrides: tuple[OverrideFact, ...] = ()
+
+    @classmethod
+    def at(
+        cls, moment: datetime, facts: Iterable[ConsentFact], overrides: Iterable[OverrideFact] = ()
+    ) -> ConsentState:
+        """Return what was in force at `moment`: decisions newest first (by when recorded), live overrides."""
+        live = [fact for fact in facts if fact.in_force(moment)]
+        # Stable: decisions recorded at the same instant keep the caller's order (newest first).
+        live.sort(key=lambda fact: fact.recorded_at or moment, reverse=True)
+        return cls(
+            facts=tuple(live),
+            overrides=tuple(override for override in overrides if override.in_force(moment)),
+        )
 
     def status_for(self, purpose: Purpose, agency: Agency, category: str) -> ConsentStatus | None:
         """Return the newest decision that covers this purpose, agency and category, if any."""
         for fact in self.facts:
             if fact.covers(purpose, agency, category):
                 return fact.status
+        return None
+
+    def override_for(self, purpose: Purpose, agency: Agency, category: str) -> OverrideFact | None:
+        """Return an override in force for this purpose, agency and category, if any."""
+        for override in self.overrides:
+            if override.covers(purpose, agency, category):
+                return override
         return None
 
 
@@ -182,6 +278,8 @@ class Decision:
     reason: str
     redacted_fields: tuple[str, ...] = ()
     ask: str | None = None
+    # A withheld item that a request to see could open (a rule names its special category).
+    requestable: bool = False
 
     @property
     def shown(self) -> bool:
