@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev walkthrough bench bench-audit bench-linking bench-education
+.PHONY: demo test install install-dev walkthrough bench bench-audit bench-linking bench-education bench-policy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +35,14 @@ test: $(VENV)/.installed-dev
 walkthrough: $(VENV)/.installed
 	bash scripts/check_walkthrough.sh
 
-## Measure ingest and views, then the audit log (bench-audit), linking (bench-linking) and the attendance CSV import
-## (bench-education), each on its own scratch
+## Measure ingest and views, then the audit log (bench-audit), linking (bench-linking), the attendance CSV import
+## (bench-education) and the policy engine (bench-policy, in-process), each on its own scratch
 ## PostgreSQL database (GATEWAY_BENCH_DATABASE_URL); reports in var/bench-*latest.json; fails if any does
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench; ingest=$$?; $(BIN)/python -m bench audit; audit=$$?; \
 	$(BIN)/python -m bench linking; linking=$$?; $(BIN)/python -m bench education; education=$$?; \
-	[ $$ingest -eq 0 ] && [ $$audit -eq 0 ] && [ $$linking -eq 0 ] && [ $$education -eq 0 ]
+	$(BIN)/python -m bench policy; policy=$$?; \
+	[ $$ingest -eq 0 ] && [ $$audit -eq 0 ] && [ $$linking -eq 0 ] && [ $$education -eq 0 ] && [ $$policy -eq 0 ]
 
 ## Measure the audit log alone: appends from 4 writer processes, verify of 1,000,000 events, inclusion proofs served
 bench-audit: $(VENV)/.installed-dev
@@ -50,6 +51,10 @@ bench-audit: $(VENV)/.installed-dev
 ## Link synthetic populations of 10,000 and 100,000 children (var/bench-linking-latest.json)
 bench-linking: $(VENV)/.installed-dev
 	$(BIN)/python -m bench linking
+
+## Decide a 500-item view in-process for one viewer, each purpose (var/bench-policy-latest.json)
+bench-policy: $(VENV)/.installed-dev
+	$(BIN)/python -m bench policy
 
 ## Import a 10,000-row attendance CSV over HTTP (var/bench-education-latest.json)
 bench-education: $(VENV)/.installed-dev

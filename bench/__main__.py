@@ -2,7 +2,8 @@
 
 `python -m bench audit [--help]` runs the audit log's benchmark instead (bench/audit.py), and
 `python -m bench linking [--help]` the identity linking benchmark (bench/linking.py), and
-`python -m bench education [--help]` the attendance CSV import benchmark (bench/education.py).
+`python -m bench education [--help]` the attendance CSV import benchmark (bench/education.py), and
+`python -m bench policy [--help]` the policy engine's (bench/policy.py).
 """
 
 import sys
@@ -21,6 +22,11 @@ if sys.argv[1:2] == ["education"]:
     from bench.education import main as education_main
 
     raise SystemExit(education_main(sys.argv[2:]))
+
+if sys.argv[1:2] == ["policy"]:
+    from bench.policy import main as policy_main
+
+    raise SystemExit(policy_main(sys.argv[2:]))
 
 if sys.argv[1:2] == ["audit"]:
     from bench.audit import main as audit_main

@@ -98,9 +98,10 @@ def _detrimental(ctx: _Context) -> Decision | None:
 
 
 def _special_category(ctx: _Context) -> Decision | None:
-    sensitive = ctx.item.security_labels & SENSITIVE_LABELS
-    if not sensitive:
+    labels = ctx.item.security_labels
+    if not labels or labels.isdisjoint(SENSITIVE_LABELS):
         return None
+    sensitive = labels & SENSITIVE_LABELS
     # A rule that applies and names these labels lets an approved request open the item, for the
     # one requester who stated a justification; gender identity history only if named outright.
     opening = next((rule for rule in ctx.rules_in_scope() if rule.opens(sensitive) and ctx.rule_applies(rule)), None)
@@ -172,14 +173,7 @@ def _isa_rules(ctx: _Context) -> Decision | None:
     awaiting_consent: Rule | None = None
     for rule in ctx.rules_in_scope():
         if not rule.requires_consent or ctx.consent_status() is ConsentStatus.GIVEN:
-            return Decision(
-                DecisionKind(rule.decision),
-                rule.id,
-                ctx.policy.version,
-                rule.lawful_basis,
-                rule.reason,
-                rule.redact_fields,
-            )
+            return ctx.policy.decision_of(rule)
         override = ctx.override()
         if override is not None:
             return Decision(
@@ -204,6 +198,9 @@ def _isa_rules(ctx: _Context) -> Decision | None:
             member_to_ask(ctx.item.agency),
         )
     return None
+
+
+_VOTERS = (*BUILTIN_VOTERS, _isa_rules)
 
 
 def _default_deny(ctx: _Context) -> Decision:
@@ -242,7 +239,7 @@ def decide(policy: Policy, *, viewer: Viewer, purpose: Purpose, item: ItemFacts,
       (`ConsentState.at`): the engine reads no clock.
     """
     ctx = _Context(policy, viewer, purpose, item, consent)
-    for voter in (*BUILTIN_VOTERS, _isa_rules):
+    for voter in _VOTERS:
         decision = voter(ctx)
         if decision is not None:
             return decision

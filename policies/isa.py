@@ -14,6 +14,7 @@ from .model import (
     AGENCIES,
     CATEGORIES,
     GENDER_IDENTITY_LABELS,
+    Decision,
     SPECIAL_CATEGORY_LABELS,
     Agency,
     DecisionKind,
@@ -106,6 +107,7 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     _scopes: dict[ScopeKey, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
+    _decisions: dict[str, Decision] = PrivateAttr(default_factory=dict)
 
     id: str = Field(min_length=1)
     version: str = Field(min_length=1)
@@ -149,6 +151,10 @@ class Policy(BaseModel):
         Every scope of the vocabulary is compiled here; a category outside it (which only a '*'
         rule can match) is looked up by scanning, once, then kept.
         """
+        for rule in self.rules:
+            self._decisions[rule.id] = Decision(
+                DecisionKind(rule.decision), rule.id, self.version, rule.lawful_basis, rule.reason, rule.redact_fields
+            )
         for purpose in Purpose:
             for source in Agency:
                 for category in CATEGORIES:
@@ -156,6 +162,10 @@ class Policy(BaseModel):
                         for relationship in Relationship:
                             key = (purpose, source, category, viewer, relationship)
                             self._scopes[key] = self._scan(key)
+
+    def decision_of(self, rule: Rule) -> Decision:
+        """Return the Decision a rule of this policy takes when it applies (one object per rule, built at load)."""
+        return self._decisions[rule.id]
 
     def rules_for(
         self, purpose: Purpose, source: Agency, category: str, viewer: Agency, relationship: Relationship
