@@ -33,13 +33,22 @@ __all__ = ["GENDER_IDENTITY_HISTORY", "GENDER_IDENTITY_LABELS", "SPECIAL_CATEGOR
 SENSITIVE_LABELS = frozenset(SPECIAL_CATEGORY_LABELS) | GENDER_IDENTITY_LABELS
 
 
+class _Unread:
+    """The consent status not looked up yet (None is an answer: no decision covers the item)."""
+
+
+_UNREAD = _Unread()
+
+
 class _Context:
     """Everything a voter may look at for one item."""
 
-    __slots__ = ("policy", "viewer", "purpose", "item", "consent")
+    __slots__ = ("policy", "compiled", "viewer", "purpose", "item", "consent", "_status")
 
     def __init__(self, policy: Policy, viewer: Viewer, purpose: Purpose, item: ItemFacts, consent: ConsentState):
         self.policy, self.viewer, self.purpose, self.item, self.consent = policy, viewer, purpose, item, consent
+        self.compiled = policy.compiled()
+        self._status: ConsentStatus | None | _Unread = _UNREAD
 
     def withhold(
         self, kind: DecisionKind, rule_id: str, reason: str, ask: str | None = None, *, requestable: bool = False
@@ -47,12 +56,15 @@ class _Context:
         return Decision(kind, rule_id, self.policy.version, None, reason, (), ask, requestable)
 
     def rules_in_scope(self) -> tuple[Rule, ...]:
-        return self.policy.rules_for(
+        return self.compiled.rules_for(
             self.purpose, self.item.agency, self.item.category, self.viewer.agency, self.viewer.relationship
         )
 
     def consent_status(self) -> ConsentStatus | None:
-        return self.consent.status_for(self.purpose, self.item.agency, self.item.category)
+        # Read at most once per decision: the family-help voter and the ISA's rules both ask.
+        if isinstance(self._status, _Unread):
+            self._status = self.consent.status_for(self.purpose, self.item.agency, self.item.category)
+        return self._status
 
     def override(self) -> OverrideFact | None:
         return self.consent.override_for(self.purpose, self.item.agency, self.item.category)
@@ -173,7 +185,7 @@ def _isa_rules(ctx: _Context) -> Decision | None:
     awaiting_consent: Rule | None = None
     for rule in ctx.rules_in_scope():
         if not rule.requires_consent or ctx.consent_status() is ConsentStatus.GIVEN:
-            return ctx.policy.decision_of(rule)
+            return ctx.compiled.decisions[rule.id]
         override = ctx.override()
         if override is not None:
             return Decision(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -106,8 +107,7 @@ class Policy(BaseModel):
     """A loaded ISA, compiled into lookups when it loads (`rules_for`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    _scopes: dict[ScopeKey, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
-    _decisions: dict[str, Decision] = PrivateAttr(default_factory=dict)
+    _compiled: CompiledPolicy | None = PrivateAttr(default=None)
 
     id: str = Field(min_length=1)
     version: str = Field(min_length=1)
@@ -146,35 +146,64 @@ class Policy(BaseModel):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        """Compile the rules into one lookup per scope, so that deciding an item is a dict lookup, not a scan.
+        """Compile the rules into lookups when the policy loads (see CompiledPolicy)."""
+        self.compiled()
 
-        Every scope of the vocabulary is compiled here; a category outside it (which only a '*'
-        rule can match) is looked up by scanning, once, then kept.
+    def compiled(self) -> CompiledPolicy:
+        """Return this policy's lookups, compiling them on first use.
+
+        Read from pydantic's private dict directly: a private attribute read through the model's
+        `__getattr__` costs more than the lookup it guards, and this runs once per decision.
+        `model_copy` copies the private dict, so lookups compiled for another object are rebuilt.
         """
-        for rule in self.rules:
-            self._decisions[rule.id] = Decision(
-                DecisionKind(rule.decision), rule.id, self.version, rule.lawful_basis, rule.reason, rule.redact_fields
-            )
-        for purpose in Purpose:
-            for source in Agency:
-                for category in CATEGORIES:
-                    for viewer in Agency:
-                        for relationship in Relationship:
-                            key = (purpose, source, category, viewer, relationship)
-                            self._scopes[key] = self._scan(key)
+        private = cast(dict[str, Any], self.__pydantic_private__)
+        compiled = private["_compiled"]
+        if compiled is None or compiled.owner != id(self):
+            compiled = private["_compiled"] = CompiledPolicy(self)
+        return cast(CompiledPolicy, compiled)
 
     def decision_of(self, rule: Rule) -> Decision:
         """Return the Decision a rule of this policy takes when it applies (one object per rule, built at load)."""
-        return self._decisions[rule.id]
+        return self.compiled().decisions[rule.id]
+
+    def rules_for(
+        self, purpose: Purpose, source: Agency, category: str, viewer: Agency, relationship: Relationship
+    ) -> tuple[Rule, ...]:
+        """Return the rules whose scope covers this item and viewer, in file order."""
+        return self.compiled().rules_for(purpose, source, category, viewer, relationship)
+
+
+class CompiledPolicy:
+    """A policy's rules as lookups: the rules of each scope in file order, and each rule's Decision.
+
+    Every scope of the vocabulary is compiled at once; a category outside it (which only a '*'
+    rule can match) is found by scanning, once, then kept.
+    """
+
+    __slots__ = ("owner", "rules", "scopes", "decisions")
+
+    def __init__(self, policy: Policy) -> None:
+        self.owner = id(policy)
+        self.rules = policy.rules
+        self.decisions = {
+            rule.id: Decision(
+                DecisionKind(rule.decision), rule.id, policy.version, rule.lawful_basis, rule.reason, rule.redact_fields
+            )
+            for rule in policy.rules
+        }
+        self.scopes: dict[ScopeKey, tuple[Rule, ...]] = {
+            key: self._scan(key)
+            for key in itertools.product(Purpose, Agency, sorted(CATEGORIES), Agency, Relationship)
+        }
 
     def rules_for(
         self, purpose: Purpose, source: Agency, category: str, viewer: Agency, relationship: Relationship
     ) -> tuple[Rule, ...]:
         """Return the rules whose scope covers this item and viewer, in file order."""
         key = (purpose, source, category, viewer, relationship)
-        rules = self._scopes.get(key)
+        rules = self.scopes.get(key)
         if rules is None:
-            rules = self._scopes[key] = self._scan(key)
+            rules = self.scopes[key] = self._scan(key)
         return rules
 
     def _scan(self, key: ScopeKey) -> tuple[Rule, ...]:

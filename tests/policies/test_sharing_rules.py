@@ -172,8 +172,6 @@ def test_gender_identity_history_stays_withheld_unless_the_isa_names_it() -> Non
         rule.model_copy(update={"special_categories": ("gender-identity-history",)}) if rule.id == "cp.health" else rule
         for rule in POLICY.rules
     )})
-    # model_copy skips validation and post-init: load the same rules again so the lookups are compiled.
-    naming = type(POLICY).model_validate(naming.model_dump())
     unapproved = decide(naming, viewer=MEMBER, purpose=CP, item=GENDER, consent=ConsentState())
     opened = decide(naming, viewer=MEMBER, purpose=CP, item=approved, consent=ConsentState())
     assert (unapproved.kind, unapproved.requestable) == (DecisionKind.INDICATE, True)
@@ -266,3 +264,15 @@ def test_opens_needs_every_label_named() -> None:
     named = Rule.model_validate({**rule.model_dump(), "special_categories": ["PSY"]})
 
     assert named.opens(frozenset({"PSY"})) and not named.opens(frozenset({"PSY", "HIV"})) and not named.opens(frozenset())
+
+
+def test_a_copy_with_other_rules_or_version_does_not_answer_from_its_originals_lookups() -> None:
+    assert POLICY.rules_for(CP, Agency.HEALTH, "health.condition", Agency.POLICE, Relationship.ALLOCATED_TEAM)
+    assert POLICY.decision_of(POLICY.rules[0]).policy_version == POLICY.version
+
+    emptied = POLICY.model_copy(update={"rules": ()})
+    renumbered = POLICY.model_copy(update={"version": "2099.1"})
+
+    assert emptied.rules_for(CP, Agency.HEALTH, "health.condition", Agency.POLICE, Relationship.ALLOCATED_TEAM) == ()
+    assert renumbered.decision_of(renumbered.rules[0]).policy_version == "2099.1"
+    assert not decide(emptied, viewer=MEMBER, purpose=CP, item=URGENT, consent=ConsentState()).shown
