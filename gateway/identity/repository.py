@@ -164,3 +164,28 @@ def get_linked_identities(session: Session, access: ChildAccess) -> list[Identit
             .order_by(Identity.received_at)
         )
     )
+
+
+def get_current_children(session: Session, *, child_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Return, for each child, the child its records are on now: itself, or the child it was merged into
+    (followed through merges of merges), one query per step."""
+    merged_into: dict[uuid.UUID, uuid.UUID] = {}
+    pending, queried = set(child_ids), set()
+    while pending:
+        queried |= pending
+        rows = session.execute(
+            select(Child.id, Child.merged_into_id).where(
+                one_of(Child.id, pending, dialect=dialect_of(session)), Child.merged_into_id.is_not(None)
+            )
+        )
+        merged_into.update({child_id: into for child_id, into in rows if into is not None})
+        pending = set(merged_into.values()) - queried
+
+    def home(child_id: uuid.UUID) -> uuid.UUID:
+        seen = {child_id}
+        while child_id in merged_into and merged_into[child_id] not in seen:  # a cycle would be a bug: stop
+            child_id = merged_into[child_id]
+            seen.add(child_id)
+        return child_id
+
+    return {child_id: home(child_id) for child_id in child_ids}
