@@ -19,6 +19,20 @@ from lxml import etree
 from pydantic import ValidationError
 from stdnum.gb import nhs, upn
 
+from .fhir_consent import (
+    AGENCY_SYSTEM,
+    CATEGORY_SYSTEM,
+    CONSENT_ACTION_SYSTEM,
+    CONSENT_KIND,
+    FHIR_TO_STATUS,
+    GIVEN_BY_CHILD,
+    GIVEN_BY_PARENTAL_RESPONSIBILITY,
+    NHS_NUMBER_SUBJECT,
+    PURPOSE_SYSTEM,
+    SELF,
+    ConsentTerms,
+    InboundConsent,
+)
 from .nesting import nests_deeper_than
 from .types import (
     AdapterError,
@@ -62,7 +76,7 @@ CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiali
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
-SUPPORTED = ("Patient", "Encounter")
+SUPPORTED = ("Patient", "Encounter", "Consent")
 WRITE_METHODS = {"POST", "PUT"}
 # Emergency attendances: v3 ActCode EMER, or SNOMED "Emergency department patient visit" /
 # "Emergency room admission". These are what a MACPT most needs to see first.
@@ -192,6 +206,23 @@ _DOCUMENTATION = {
         f"system {GATEWAY_CODE_SYSTEM}, code {DETRIMENTAL_CODE}, in meta.security or meta.tag: the gateway then "
         "withholds it from the child's view, saying why and whom to ask. Any other code of that system is refused "
         "(code-invalid)."
+    },
+    "Consent": {
+        "documentation": "A consent decision about sharing a child's records, stored in the gateway's consent registry "
+        "(the client must be registered for the record kind 'consent'). patient: a Patient in the same Bundle, one "
+        f"this client pushed before, or an NHS number identifier ({NHS_NUMBER_SYSTEM}) of a Patient this client "
+        "pushed before. status: active (given; refused when provision.type is deny), rejected (refused) or inactive "
+        "(withdrawn); draft, proposed and entered-in-error are refused. performer: who decided: the Patient itself "
+        "(a competent child), or a RelatedPerson contained in the Consent (reference '#id') with a coded "
+        "relationship (a person with parental responsibility; the relationship's display or code is kept, never a "
+        f"name). provision.purpose: one Coding of {PURPOSE_SYSTEM} (child_protection or family_help). "
+        f"provision.actor: the agencies covered, each a reference whose identifier has system {AGENCY_SYSTEM} "
+        "(health, police, education, social_care); none means every agency. provision.class: the categories "
+        f"covered, Codings of {CATEGORY_SYSTEM} (the ISA's categories, e.g. health.encounter); none means every "
+        "category. provision.period: when it applies (from dateTime, if no start). Nested provisions, provision.code, "
+        "data, dataPeriod and securityLabel are refused (they would change what the decision covers); "
+        "provision.action, if sent, must include disclose or access. A repeat of the same version is acknowledged, "
+        "not stored twice; a new version is a new decision in the registry's history."
     },
 }
 
@@ -501,6 +532,8 @@ def _entry(index: int, raw: dict[str, Any], patients: Mapping[str, str], *, pref
     version = _source_version(resource)
     if resource_type == "Patient":
         return _patient(index, resource, source_id, version, path)
+    if resource_type == "Consent":
+        return _consent(index, resource, source_id, version, path, patients)
     return _encounter(index, resource, source_id, version, path, patients)
 
 
@@ -603,6 +636,295 @@ def _encounter(
         detrimental=detrimental,
     )
     return RecordEntry(index, path, location, record)
+
+
+# A Patient named by a relative reference: one this client pushed before (the gateway checks).
+_RELATIVE_PATIENT = re.compile(r"Patient/[A-Za-z0-9\-\.]{1,64}")
+# Provision elements that would narrow or change what a decision covers: the registry records a
+# purpose, agencies, categories and a period, so a Consent saying more is refused, not half-read.
+_CONSENT_UNSUPPORTED = ("provision", "code", "data", "dataPeriod", "securityLabel")
+_SHARING_ACTIONS = frozenset({"disclose", "access"})
+_MAX_RELATIONSHIP = 100
+_ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def _consent(
+    index: int, resource: dict[str, Any], source_id: str, version: str, path: str, patients: Mapping[str, str]
+) -> Entry:
+    """Read a Consent into the registry's terms (mapping: adapters/fhir_consent.py), or say what is wrong."""
+    issues: list[Issue] = []
+    provision: dict[str, Any] = resource.get("provision") or {}
+    subject = _consent_patient(resource, path, patients, issues)
+    status = _consent_status(resource, provision, path, issues)
+    purpose = _consent_purpose(provision, path, issues)
+    giver = _consent_giver(resource, path, patients, subject, issues)
+    agencies, categories = _consent_scope(provision, path, issues)
+    start, end = _consent_period(resource, provision, path, issues)
+    if issues or subject is None or status is None or purpose is None or giver is None:
+        return RejectedEntry(index, path, tuple(issues))
+    given_by, relationship = giver
+    record = InboundConsent(
+        source_record_id=source_id,
+        source_version=version,
+        kind=CONSENT_KIND,
+        category=CONSENT_KIND,  # not an item: the registry has no category vocabulary of its own
+        occurred_at=start,
+        summary=f"Consent {status} for {purpose}",
+        security_labels=frozenset(),
+        entered_in_error=False,
+        subject_ref=subject,
+        payload=resource,
+        terms=ConsentTerms(
+            status=status,
+            purpose=purpose,
+            given_by=given_by,
+            giver_relationship=relationship,
+            agencies=agencies,
+            categories=categories,
+            period_start=start,
+            period_end=end,
+        ),
+    )
+    return RecordEntry(index, path, f"{path}.patient", record)
+
+
+def _subject_of(reference: Mapping[str, Any], patients: Mapping[str, str]) -> str | None:
+    """Return how a Reference names a Patient as a record's subject_ref, or None if it names none."""
+    text = reference.get("reference") or ""
+    if text:
+        if text in patients:
+            return patients[text]
+        return text if _RELATIVE_PATIENT.fullmatch(text) else None
+    identifier = reference.get("identifier") or {}
+    if identifier.get("system") == NHS_NUMBER_SYSTEM:
+        compact = (identifier.get("value") or "").replace(" ", "")
+        if nhs.is_valid(compact):
+            return NHS_NUMBER_SUBJECT + compact
+    return None
+
+
+def _consent_patient(
+    resource: dict[str, Any], path: str, patients: Mapping[str, str], issues: list[Issue]
+) -> str | None:
+    patient = resource.get("patient") or {}
+    location = f"{path}.patient"
+    reference = patient.get("reference")
+    if not reference and not patient.get("identifier"):
+        issues.append(
+            Issue("error", "required", location,
+                  "a Consent must name its patient: a Patient in this Bundle, one this client pushed before, "
+                  "or its NHS number")
+        )
+        return None
+    subject = _subject_of(patient, patients)
+    if subject is not None:
+        return subject
+    if reference:
+        code, message = (
+            ("value", "the patient must be a Patient")
+            if re.fullmatch(r"[A-Z][A-Za-z]+/.+", reference)
+            else ("not-found", "the patient reference matches no Patient in this Bundle")
+        )
+        issues.append(Issue("error", code, f"{location}.reference", message))
+    elif patient["identifier"].get("system") != NHS_NUMBER_SYSTEM:
+        issues.append(
+            Issue("error", "not-supported", f"{location}.identifier.system",
+                  f"a patient named by an identifier must be named by NHS number ({NHS_NUMBER_SYSTEM})")
+        )
+    else:
+        issues.append(
+            Issue("error", "value", f"{location}.identifier.value",
+                  "the NHS number is not valid: it must be 10 digits with a correct Modulus 11 check digit")
+        )
+    return None
+
+
+def _consent_status(resource: dict[str, Any], provision: dict[str, Any], path: str, issues: list[Issue]) -> str | None:
+    status = FHIR_TO_STATUS.get(resource.get("status") or "")
+    if status is None:
+        issues.append(
+            Issue("error", "code-invalid", f"{path}.status",
+                  "status must be active (consent given; refused when provision.type is deny), rejected (refused) or "
+                  "inactive (withdrawn). A draft or proposed Consent is not a decision yet, and one entered in error "
+                  "cannot retract a decision: push the corrected decision instead")
+        )
+        return None
+    if status == "given" and provision.get("type") == "deny":
+        return "refused"  # an active directive not to share
+    return status
+
+
+def _consent_purpose(provision: dict[str, Any], path: str, issues: list[Issue]) -> str | None:
+    location = f"{path}.provision.purpose"
+    codes = sorted(
+        {str(c["code"]) for c in provision.get("purpose") or [] if c.get("system") == PURPOSE_SYSTEM and c.get("code")}
+    )
+    if not codes:
+        issues.append(
+            Issue("error", "required", location,
+                  f"the purpose the decision was sought for is needed: a Coding of {PURPOSE_SYSTEM} "
+                  "(child_protection or family_help)")
+        )
+        return None
+    if len(codes) > 1:
+        issues.append(Issue("error", "value", location, "one purpose per Consent: push a Consent for each purpose"))
+        return None
+    return codes[0]
+
+
+def _consent_giver(
+    resource: dict[str, Any],
+    path: str,
+    patients: Mapping[str, str],
+    subject: str | None,
+    issues: list[Issue],
+) -> tuple[str, str] | None:
+    """Return who decided (given_by, relationship): the Patient itself, or a contained RelatedPerson.
+
+    Other performers (the practitioner or organisation that recorded it) are not the giver and are
+    passed over; a RelatedPerson's name, if sent, is never read.
+    """
+    contained = {
+        f"#{item['id']}": (position, item)
+        for position, item in enumerate(resource.get("contained") or [])
+        if isinstance(item, dict) and item.get("id")
+    }
+    before = len(issues)
+    givers: list[tuple[str, str]] = []
+    unread = False  # a performer that is a Patient, when the Consent's own patient could not be read
+    for position, performer in enumerate(resource.get("performer") or []):
+        location = f"{path}.performer[{position}]"
+        reference = performer.get("reference") or ""
+        if reference.startswith("#"):
+            found = contained.get(reference)
+            if found is None or found[1].get("resourceType") != "RelatedPerson":
+                issues.append(
+                    Issue("error", "not-found", f"{location}.reference",
+                          "the reference names no RelatedPerson contained in this Consent")
+                )
+                continue
+            relationship = _relationship(found[1])
+            where = f"{path}.contained[{found[0]}].relationship"
+            if relationship is None:
+                issues.append(
+                    Issue("error", "required", where,
+                          "the RelatedPerson who decided needs a coded relationship to the child "
+                          "(relationship.coding, e.g. v3 RoleCode MTH, mother)")
+                )
+            elif len(relationship) > _MAX_RELATIONSHIP or not _ONE_LINE.fullmatch(relationship):
+                issues.append(
+                    Issue("error", "value", where,
+                          f"the relationship's display (or code) must be one line of at most {_MAX_RELATIONSHIP} characters")
+                )
+            else:
+                givers.append((GIVEN_BY_PARENTAL_RESPONSIBILITY, relationship))
+        elif performer.get("type") == "RelatedPerson" or reference.startswith("RelatedPerson/"):
+            issues.append(
+                Issue("error", "not-supported", location,
+                      "a RelatedPerson who decided must be contained in the Consent (reference '#id') with a coded "
+                      "relationship to the child")
+            )
+        elif performer.get("type") in (None, "Patient") and (named := _subject_of(performer, patients)) is not None:
+            if subject is None:
+                unread = True  # the patient itself could not be read: that issue is said already
+                continue
+            if named == subject:
+                givers.append((GIVEN_BY_CHILD, SELF))
+            else:
+                issues.append(Issue("error", "value", location, "the performer is a Patient other than the Consent's patient"))
+        # Anyone else (a Practitioner, an Organization) recorded the decision; they did not make it.
+    if len(givers) > 1:
+        issues.append(
+            Issue("error", "value", f"{path}.performer",
+                  "name one person who decided per Consent: the child, or one person with parental responsibility")
+        )
+    elif not givers and len(issues) == before and not unread:
+        issues.append(
+            Issue("error", "required", f"{path}.performer",
+                  "name who gave or refused consent: the Patient itself (a competent child), or a contained "
+                  "RelatedPerson with a coded relationship (a person with parental responsibility)")
+        )
+    return givers[0] if len(givers) == 1 and len(issues) == before else None
+
+
+def _relationship(related: dict[str, Any]) -> str | None:
+    for concept in related.get("relationship") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("code"):
+                return str(coding.get("display") or coding["code"]).strip()
+    return None
+
+
+def _consent_scope(
+    provision: dict[str, Any], path: str, issues: list[Issue]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return the agencies and categories a provision covers (empty: all), refusing what would change its meaning."""
+    agencies: set[str] = set()
+    for position, actor in enumerate(provision.get("actor") or []):
+        identifier = (actor.get("reference") or {}).get("identifier") or {}
+        if identifier.get("system") == AGENCY_SYSTEM and identifier.get("value"):
+            agencies.add(str(identifier["value"]))
+        else:
+            # Ignoring an actor would widen the decision to every agency: refuse it instead.
+            issues.append(
+                Issue("error", "not-supported", f"{path}.provision.actor[{position}]",
+                      f"an actor must be an agency: a reference whose identifier has system {AGENCY_SYSTEM} "
+                      "(leave actors out for every agency)")
+            )
+    categories: set[str] = set()
+    for position, coding in enumerate(provision.get("class") or []):
+        if coding.get("system") == CATEGORY_SYSTEM and coding.get("code"):
+            categories.add(str(coding["code"]))
+        else:
+            issues.append(
+                Issue("error", "not-supported", f"{path}.provision.class[{position}]",
+                      f"a class must be a Coding of {CATEGORY_SYSTEM} (leave classes out for every category)")
+            )
+    for element in _CONSENT_UNSUPPORTED:
+        if provision.get(element):
+            issues.append(
+                Issue("error", "not-supported", f"{path}.provision.{element}",
+                      "the registry records a purpose, agencies, categories and a period: push one Consent per scope")
+            )
+    actions = {
+        coding.get("code")
+        for concept in provision.get("action") or []
+        for coding in concept.get("coding") or []
+        if coding.get("system") in (None, CONSENT_ACTION_SYSTEM)
+    }
+    if provision.get("action") and not actions & _SHARING_ACTIONS:
+        issues.append(
+            Issue("error", "not-supported", f"{path}.provision.action",
+                  f"a decision about sharing covers the action disclose or access ({CONSENT_ACTION_SYSTEM})")
+        )
+    return tuple(sorted(agencies)), tuple(sorted(categories))
+
+
+def _consent_period(
+    resource: dict[str, Any], provision: dict[str, Any], path: str, issues: list[Issue]
+) -> tuple[datetime | None, datetime | None]:
+    """Return the period a decision covers; it starts at dateTime when provision.period has no start."""
+    period = provision.get("period") or {}
+    values: dict[str, datetime | None] = {}
+    for location, text in (
+        (f"{path}.provision.period.start", period.get("start")),
+        (f"{path}.provision.period.end", period.get("end")),
+        (f"{path}.dateTime", resource.get("dateTime")),
+    ):
+        try:
+            values[location] = _utc(_datetime(text))
+        except OverflowError:
+            issues.append(Issue("error", "value", location, "the time must lie between the years 1 and 9999 in UTC"))
+            values[location] = None
+            continue
+        if text and values[location] is None and location.startswith(f"{path}.provision"):
+            # A year or a month alone: an end read as "none" would make the decision open-ended.
+            issues.append(Issue("error", "value", location, "give a full date or date-time"))
+    start = values[f"{path}.provision.period.start"] or values[f"{path}.dateTime"]
+    end = values[f"{path}.provision.period.end"]
+    if start is not None and end is not None and end <= start:
+        issues.append(Issue("error", "value", f"{path}.provision.period.end", "the end must be after the start"))
+    return start, end
 
 
 _UNKNOWN_MARK = (

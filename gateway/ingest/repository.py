@@ -1,4 +1,4 @@
-"""Queries for stored item versions, by source (never by child: that goes through access)."""
+"""Queries for stored item and consent versions, by source (never by child: that goes through access)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.kit.db import insert_all
-from gateway.kit.sql import dialect_of
-from gateway.models import Item
+from gateway.kit.sql import dialect_of, one_of
+from gateway.models import Consent, Identity, Item, Link, LinkState
 from policies import RecordStatus
 
 
@@ -40,3 +41,56 @@ def supersede_items(session: Session, *, client_id: str, source_record_ids: Coll
 def add_items(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert new item versions (the caller holds their records' locks and found them not stored)."""
     insert_all(session, Item, rows)
+
+
+def get_stored_consents(
+    session: Session, *, client_id: str, versions: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], uuid.UUID]:
+    """Return the child of each of these versions of a client's consent records that is stored already."""
+    if not versions:
+        return {}
+    rows = session.execute(
+        select(Consent.source_record_id, Consent.source_version, Consent.child_id).where(
+            Consent.client_id == client_id,
+            one_of(Consent.source_record_id, {record_id for record_id, _ in versions}, dialect=dialect_of(session)),
+        )
+    )
+    wanted = set(versions)
+    stored: dict[tuple[str, str], uuid.UUID] = {}
+    for record_id, version, child_id in rows:
+        if record_id is not None and version is not None and (record_id, version) in wanted:
+            stored[(record_id, version)] = child_id
+    return stored
+
+
+def add_consents(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert imported consent versions (the caller holds their records' locks and found them not stored)."""
+    insert_all(session, Consent, rows)
+
+
+def get_subjects_by_nhs_number(
+    session: Session, *, client_id: str, nhs_number_indexes: Collection[str]
+) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    """Return, by NHS number blind index, a client's own identity in force with it and the child it is linked to.
+
+    Only the client's own records: a source names a child by NHS number only if it told the
+    gateway about that child, so that an answer never says whether another source knows one.
+    """
+    if not nhs_number_indexes:
+        return {}
+    rows = session.execute(
+        select(Identity.nhs_number_index, Identity.id, Link.child_id)
+        .join(Link, Link.identity_id == Identity.id)
+        .where(
+            Identity.client_id == client_id,
+            one_of(Identity.nhs_number_index, nhs_number_indexes, dialect=dialect_of(session)),
+            Identity.status == RecordStatus.CURRENT,
+            Link.state == LinkState.LINKED,
+        )
+        .order_by(Identity.received_at.desc())
+    )
+    subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
+    for index, identity_id, child_id in rows:
+        if index is not None:
+            subjects.setdefault(index, (identity_id, child_id))
+    return subjects

@@ -2,11 +2,13 @@
 
 Works on any adapter's `Submission`. An atomic submission (a FHIR transaction) is all or
 nothing; any other succeeds or fails entry by entry. Every push is idempotent on
-(client, source record id, version).
+(client, source record id, version). A consent (`adapters.fhir_consent.InboundConsent`) is
+filed in the consent registry rather than as an item.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,10 +28,11 @@ from adapters import (
     RejectedEntry,
     Submission,
 )
+from adapters.fhir_consent import NHS_NUMBER_SUBJECT, ConsentTerms, InboundConsent
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
 from gateway.identity import repository as identity_repository
-from gateway.identity.service import LinkRefused, link_claims
+from gateway.identity.service import NHS_NUMBER_SCHEME, LinkRefused, link_claims
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, seal_value
 from gateway.kit.db import insert_all, lock_all_for_transaction
@@ -37,7 +40,7 @@ from gateway.kit.errors import ErrorDetail, Forbidden, GatewayError
 from gateway.models import Client, Item, ItemContent, ItemDetail, PersonDetail, SchoolPlacement
 from gateway.notifications.routing import FiledRecord, Routing, RoutingScope, route
 from gateway.models.base import utcnow
-from policies import CATEGORIES, RecordKind, RecordStatus
+from policies import CATEGORIES, Agency, ConsentStatus, Purpose, RecordKind, RecordStatus
 
 from . import repository
 
@@ -113,18 +116,23 @@ class _Push:
             self._reject_all(list(self.submission.issues))
         claims: dict[int, ClaimEntry] = {}
         records: dict[int, tuple[RecordEntry, RecordKind]] = {}
+        consents: dict[int, tuple[RecordEntry, InboundConsent]] = {}
         for entry in self.submission.entries:
             if isinstance(entry, RejectedEntry):
                 self._reject(entry.index, *entry.issues)
             elif isinstance(entry, ClaimEntry):
                 if self._allowed(RecordKind.IDENTITY, entry.index, entry.location):
                     claims[entry.index] = entry
+            elif isinstance(entry.record, InboundConsent):
+                if self._allowed(RecordKind.CONSENT, entry.index, entry.location) and self._known_terms(entry, entry.record):
+                    consents[entry.index] = (entry, entry.record)
             else:
                 kind = self._known_kind(entry)
                 if kind is not None and self._allowed(kind, entry.index, entry.location):
                     records[entry.index] = (entry, kind)
         if self.submission.claims_follow_records:
             named = {entry.record.subject_ref for entry, _kind in records.values()}
+            named |= {consent.subject_ref for _entry, consent in consents.values()}
             for index, entry in list(claims.items()):
                 if entry.claim.source_record_id not in named:
                     del claims[index]
@@ -135,6 +143,7 @@ class _Push:
         self._settle()
         with tracer.start_as_current_span("file"):
             self._file(records)
+            self._file_consents(consents)
         if self.filed:
             with tracer.start_as_current_span("route"):
                 scope = RoutingScope(frozenset(f.child_id for f in self.filed))
@@ -253,6 +262,105 @@ class _Push:
             for index in repeats:
                 self._unchanged(index, child_id)
 
+    def _file_consents(self, consents: dict[int, tuple[RecordEntry, InboundConsent]]) -> None:
+        """File each new consent version in the registry under its child; a repeat is acknowledged, not stored.
+
+        Registry rows are never updated: a new version of a source's Consent is a new decision in
+        the child's history, and the registry's reader takes the newest in force.
+        """
+        if not consents:
+            return
+        client_id = self.client.id
+        versions = {(consent.source_record_id, consent.source_version) for _entry, consent in consents.values()}
+        lock_all_for_transaction(self.session, [("consent", client_id, record_id) for record_id, _ in versions])
+        stored = repository.get_stored_consents(self.session, client_id=client_id, versions=versions)
+        new: dict[tuple[str, str], list[int]] = {}
+        for index, (_entry, consent) in sorted(consents.items()):
+            version = (consent.source_record_id, consent.source_version)
+            if version in stored:
+                self._unchanged(index, stored[version])
+            else:
+                new.setdefault(version, []).append(index)  # the same version twice in one push: stored once
+        if not new:
+            return
+        subjects = self._consent_subjects({consents[indexes[0]][1].subject_ref for indexes in new.values()})
+        # An erased child has no key: nothing more is filed about them.
+        self._unwrap_keys({child_id for _identity_id, child_id in subjects.values()})
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        filed: list[tuple[uuid.UUID, uuid.UUID, ConsentTerms, list[int]]] = []
+        for (record_id, source_version), indexes in new.items():
+            consent = consents[indexes[0]][1]
+            subject = subjects.get(consent.subject_ref)
+            if subject is None or subject[1] not in self.data_keys:
+                for index in indexes:
+                    self._reject(index, _unfileable(consents[index][0], subject))
+                continue
+            terms, consent_id, child_id = consent.terms, uuid.uuid4(), subject[1]
+            rows.append(
+                {
+                    "id": consent_id,
+                    "child_id": child_id,
+                    "given_by": terms.given_by,
+                    "giver_relationship": terms.giver_relationship,
+                    "sealed_note": None,
+                    "client_id": client_id,
+                    "source_record_id": record_id,
+                    "source_version": source_version,
+                    "status": ConsentStatus(terms.status),
+                    "purpose": Purpose(terms.purpose),
+                    "agencies": list(terms.agencies),
+                    "categories": list(terms.categories),
+                    # Without a start, a decision applies from when the gateway learns of it.
+                    "period_start": terms.period_start or now,
+                    "period_end": terms.period_end,
+                    "recorded_by": client_id,
+                    "recorded_at": now,
+                }
+            )
+            filed.append((consent_id, child_id, terms, indexes))
+        self._settle()
+        repository.add_consents(self.session, rows)
+        for consent_id, child_id, terms, (first, *repeats) in filed:
+            self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED)
+            for index in repeats:
+                self._unchanged(index, child_id)
+            self.auditor.record(
+                AuditAction.CLIENT_CONSENT_IMPORTED,
+                Outcome.SUCCESS,
+                child_id=child_id,
+                purpose=terms.purpose,
+                detail={
+                    "consent_id": str(consent_id),
+                    "status": terms.status,
+                    "given_by": terms.given_by,
+                    "submission": self.submission.label,
+                },
+            )
+
+    def _consent_subjects(self, refs: set[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+        """Return, by subject_ref, the identity and child each names: a Patient this client pushed, or its NHS number."""
+        by_record = {ref for ref in refs if not ref.startswith(NHS_NUMBER_SUBJECT)}
+        subjects = identity_repository.get_current_subjects(
+            self.session, client_id=self.client.id, source_record_ids=by_record
+        )
+        by_index = {
+            self.keyring.blind_index(NHS_NUMBER_SCHEME, ref.removeprefix(NHS_NUMBER_SUBJECT)): ref
+            for ref in refs - by_record
+        }
+        found = repository.get_subjects_by_nhs_number(
+            self.session, client_id=self.client.id, nhs_number_indexes=by_index.keys()
+        )
+        subjects.update({by_index[index]: subject for index, subject in found.items()})
+        return subjects
+
+    def _known_terms(self, entry: RecordEntry, consent: InboundConsent) -> bool:
+        """Check a consent's codes against the gateway's vocabulary (the adapter reads them; policies know them)."""
+        issues = _consent_issues(consent.terms, entry.location)
+        if issues:
+            self._reject(entry.index, *issues)
+        return not issues
+
     def _item_row(
         self,
         item_id: uuid.UUID,
@@ -353,6 +461,44 @@ class _Push:
                 "issue_count": len(issues),
             },
         )
+
+
+_PURPOSES = frozenset(p.value for p in Purpose)
+_AGENCIES = frozenset(a.value for a in Agency)
+_CODE_LIKE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
+
+
+def _shown(code: str) -> str:
+    # A code is named back to the source; anything that does not look like one might be personal.
+    return repr(code) if _CODE_LIKE.fullmatch(code) else "(not shown)"
+
+
+def _consent_issues(terms: ConsentTerms, location: str) -> list[Issue]:
+    """Say which of a consent's purpose, agencies, categories and period the gateway cannot take."""
+    issues = []
+    if terms.purpose not in _PURPOSES:
+        issues.append(
+            Issue("error", "code-invalid", f"{location}.provision.purpose",
+                  f"unknown purpose {_shown(terms.purpose)}; expected one of: {', '.join(sorted(_PURPOSES))}")
+        )
+    for agency in terms.agencies:
+        if agency not in _AGENCIES:
+            issues.append(
+                Issue("error", "code-invalid", f"{location}.provision.actor",
+                      f"unknown agency {_shown(agency)}; expected one of: {', '.join(sorted(_AGENCIES))}")
+            )
+    for category in terms.categories:
+        if category not in CATEGORIES:
+            issues.append(
+                Issue("error", "code-invalid", f"{location}.provision.class",
+                      f"unknown category {_shown(category)}; expected one of the ISA's categories, e.g. health.encounter")
+            )
+    if terms.period_start is None and terms.period_end is not None and terms.period_end <= utcnow():
+        issues.append(
+            Issue("error", "value", f"{location}.provision.period.end",
+                  "the end must be after the start (now, when neither provision.period.start nor dateTime is given)")
+        )
+    return issues
 
 
 def _sealed_detail(data_key: bytes, item_id: uuid.UUID, record: InboundRecord) -> bytes | None:

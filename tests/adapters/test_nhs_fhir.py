@@ -673,7 +673,7 @@ def test_describe_gives_a_capability_statement_naming_the_token_endpoint() -> No
     (rest,) = statement["rest"]
     assert rest["mode"] == "server"
     assert token_endpoint in rest["security"]["description"]
-    assert [resource["type"] for resource in rest["resource"]] == ["Patient", "Encounter"]
+    assert [resource["type"] for resource in rest["resource"]] == ["Patient", "Encounter", "Consent"]
     assert {interaction["code"] for interaction in rest["interaction"]} == {"transaction", "batch"}
     assert statement == capability_statement(token_endpoint=token_endpoint)
 
