@@ -41,6 +41,8 @@ from gateway.sharing.endpoints import requests_router, router as sharing_router
 from gateway.notifications.routing import routing_for
 from gateway.notifications.sweeper import run_overdue_sweeper
 from gateway.notifications.webhooks import run_webhook_sender
+from gateway.policy_admin.loaded import read_policy
+from gateway.policy_admin.service import watch_policy
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # hand-overs (a 2,000-Patient push: /healthz up to 2 s late); at 1 ms, under 0.3 s, and
         # the push took no longer (tests/gateway/test_under_load.py, on PostgreSQL).
         sys.setswitchinterval(0.001)
+        # The ISA in force is stored with its hash and the load audited; SIGHUP reloads it.
+        policy_watch = await watch_policy(app.state, settings)
         interval = settings.audit_checkpoint_interval_s
         worker = None
         if deferred or interval > 0:
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 run_webhook_sender(app.state.sessionmaker, app.state.keyring, interval_s=settings.webhook_interval_s)
             )
         yield
+        await policy_watch.stop()
         for task in (worker, sweeper, sender):
             if task is not None:
                 task.cancel()
@@ -135,7 +140,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             app.state.sessionmaker
         )
     app.state.review_rules = PartnershipReviewRules.from_settings(settings)
-    app.state.policy = settings.load_policy()
+    # Read and validated here, so that a broken ISA stops the start; stored (by its SHA-256) at startup.
+    app.state.loaded_policy = read_policy(settings.policy_path)
+    app.state.policy = app.state.loaded_policy.policy
     app.state.routing = routing_for(settings, app.state.policy)
 
     install_error_handlers(app)

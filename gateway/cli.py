@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from audit import NoteVerifier
+    from gateway.policy_admin.loaded import LoadedPolicy
 
 app = typer.Typer(help="MACPT interagency data-sharing gateway.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -625,6 +626,70 @@ def policy_schema() -> None:
     from policies.isa import isa_json_schema
 
     typer.echo(json.dumps(isa_json_schema(), indent=2, sort_keys=True))
+
+
+@policy_app.command("explain")
+def policy_explain(
+    child: Annotated[uuid.UUID, typer.Option(help="The child's id.")],
+    viewer: Annotated[str, typer.Option(help="A team member's sign-in subject.")],
+    purpose: Annotated[str, typer.Option(help="child_protection or family_help.")],
+    database_url: Annotated[str | None, typer.Option(help="Database URL; GATEWAY_DATABASE_URL when omitted.")] = None,
+) -> None:
+    """Print, item by item, what the ISA in force decides for one viewer of one child, and why (ids and facts only)."""
+    from gateway.kit.auditor import Auditor
+    from gateway.kit.errors import GatewayError
+    from gateway.policy_admin.service import CLI, explain
+    from policies import Purpose
+
+    try:
+        chosen = Purpose(purpose)
+    except ValueError:
+        typer.echo(f"--purpose must be one of: {', '.join(Purpose)}", err=True)
+        raise typer.Exit(code=2) from None
+    settings = Settings() if database_url is None else Settings(database_url=database_url)
+    loaded = _read_policy_or_exit(settings.policy_path)
+    with _migrated_session(settings) as session:
+        try:
+            explanation = explain(
+                session, auditor=Auditor(session, CLI), loaded=loaded, child_id=child, viewer=viewer, purpose=chosen
+            )
+        except GatewayError as error:
+            typer.echo(f"refused: {error.detail}", err=True)
+            raise typer.Exit(code=1) from None
+        session.commit()
+    for line in explanation.lines():
+        typer.echo(line)
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Annotated[Path, typer.Argument(help="The ISA file in force (YAML).")],
+    new: Annotated[Path, typer.Argument(help="The ISA file proposed (YAML).")],
+    limit: Annotated[int, typer.Option(min=0, help="How many changed decisions to list.")] = 50,
+    database_url: Annotated[str | None, typer.Option(help="Database URL; GATEWAY_DATABASE_URL when omitted.")] = None,
+) -> None:
+    """Count the decisions over every open case that change from OLD to NEW, and list the first of them."""
+    from gateway.kit.auditor import Auditor
+    from gateway.policy_admin.service import CLI, diff
+
+    before, after = _read_policy_or_exit(old), _read_policy_or_exit(new)
+    settings = Settings() if database_url is None else Settings(database_url=database_url)
+    with _migrated_session(settings) as session:
+        compared = diff(session, auditor=Auditor(session, CLI), old=before, new=after, limit=limit)
+        session.commit()
+    for line in compared.lines():
+        typer.echo(line)
+
+
+def _read_policy_or_exit(path: Path | None) -> LoadedPolicy:
+    from gateway.policy_admin.loaded import read_policy
+    from policies import PolicyError
+
+    try:
+        return read_policy(path)
+    except PolicyError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def _same_urn(urn: str | None) -> Any:

@@ -1,0 +1,1 @@
+"""The ISA versions the gateway runs: stored with their hash, reloaded, explained and compared for IG."""
