@@ -42,6 +42,7 @@ class AuditAction(StrEnum):
     STAFF_CASE_UPDATED = "staff:case:updated"
     STAFF_CASE_CLOSED = "staff:case:closed"
     STAFF_CASE_REFUSED = "staff:case:refused"
+    STAFF_CASES_LISTED = "staff:cases:listed"
     STAFF_CONSENT_RECORDED = "staff:consent:recorded"
     STAFF_CONSENTS_LISTED = "staff:consents:listed"
     CLIENT_CONSENT_IMPORTED = "client:consent:imported"

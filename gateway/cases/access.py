@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from policies import Agency, Relationship
 
@@ -24,8 +25,15 @@ class AllocationGrant:
     member_id: uuid.UUID
 
 
-# Break-glass grants (time-limited, with a reason, always reviewed) join this union.
-Grant = AllocationGrant
+@dataclass(frozen=True)
+class BreakGlassGrant:
+    """The viewer broke the glass: time-limited access without allocation, every view reviewed."""
+
+    break_glass_id: uuid.UUID
+    expires_at: datetime
+
+
+Grant = AllocationGrant | BreakGlassGrant
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from gateway.auth.principal import Principal
-from gateway.models import Case, Team, TeamMember
+from gateway.models import BreakGlass, Case, Child, ChildIdentifier, Team, TeamMember, utcnow
 from policies import CaseStatus, Relationship
 
-from .access import AllocationGrant, ChildAccess
+from .access import AllocationGrant, BreakGlassGrant, ChildAccess, Grant
 
 
 def select_accessible_children(principal: Principal) -> Select[uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID, str]:
@@ -35,26 +36,198 @@ def select_accessible_children(principal: Principal) -> Select[uuid.UUID, uuid.U
 
 
 def get_child_access(session: Session, principal: Principal, *, child_id: uuid.UUID) -> ChildAccess | None:
-    """Return the caller's access to one child, if the access query grants any."""
+    """Return the caller's access to one child, if the access query grants any.
+
+    Allocation first; else a break-glass grant of the caller's, for this child, not yet expired.
+    """
     row = session.execute(
         select_accessible_children(principal).where(Case.child_id == child_id).order_by(Case.opened_at).limit(1)
     ).first()
-    if row is None:
-        return None
-    _child, case_id, team_id, member_id, role = row
+    grant: Grant
+    if row is not None:
+        _child, case_id, team_id, member_id, role = row
+        relationship, grant = Relationship.ALLOCATED_TEAM, AllocationGrant(case_id, team_id, member_id)
+    else:
+        glass = get_live_break_glass(session, principal, child_id=child_id)
+        if glass is None:
+            return None
+        # The role the member had when they broke the glass (the token's role then).
+        role, relationship, grant = glass.role, Relationship.BREAK_GLASS, BreakGlassGrant(glass.id, glass.expires_at)
     return ChildAccess(
         child_id=child_id,
         subject=principal.subject,
         agency=principal.agency,
         role=role,
-        relationship=Relationship.ALLOCATED_TEAM,
-        grant=AllocationGrant(case_id=case_id, team_id=team_id, member_id=member_id),
+        relationship=relationship,
+        grant=grant,
     )
 
 
-def get_allocation(session: Session, access: ChildAccess) -> tuple[Case, Team]:
-    """Return the case and team of an allocation grant (key facts of the view)."""
-    row = session.execute(
-        select(Case, Team).join(Team, Team.id == Case.team_id).where(Case.id == access.grant.case_id)
-    ).one()
-    return row[0], row[1]
+def get_live_break_glass(session: Session, principal: Principal, *, child_id: uuid.UUID) -> BreakGlass | None:
+    """Return the caller's newest unexpired break-glass grant for a child (same agency as when granted)."""
+    return session.scalar(
+        select(BreakGlass)
+        .where(
+            BreakGlass.subject == principal.subject,
+            BreakGlass.agency == principal.agency,
+            BreakGlass.child_id == child_id,
+            BreakGlass.expires_at > utcnow(),
+        )
+        .order_by(BreakGlass.expires_at.desc())
+        .limit(1)
+    )
+
+
+def get_allocation(session: Session, access: ChildAccess) -> tuple[Case, Team] | None:
+    """Return the case and team behind the access (key facts of the view).
+
+    Allocation: the case that grants it. Break-glass: the child's open case, if it has one (its
+    oldest), else None: a child can need urgent protection before any team has its case.
+    """
+    query = select(Case, Team).join(Team, Team.id == Case.team_id)
+    if isinstance(access.grant, AllocationGrant):
+        query = query.where(Case.id == access.grant.case_id)
+    else:
+        query = query.where(Case.child_id == access.child_id, Case.status == CaseStatus.OPEN).order_by(Case.opened_at)
+    row = session.execute(query.limit(1)).first()
+    return None if row is None else (row[0], row[1])
+
+
+# -- teams, members and cases (the management API, cases/admin.py) -------------------------------
+
+
+def get_team(session: Session, *, team_id: uuid.UUID, for_update: bool = False) -> Team | None:
+    """Return a team (locked for the transaction's update when asked)."""
+    statement = select(Team).where(Team.id == team_id).execution_options(populate_existing=True)
+    return session.scalar(statement.with_for_update() if for_update else statement)
+
+
+def get_teams(session: Session, *, member: Principal | None) -> list[Team]:
+    """Return every team (member None), or the teams the caller is an active member of, by name."""
+    statement = select(Team).order_by(Team.name, Team.id)
+    if member is not None:
+        statement = statement.where(
+            Team.id.in_(
+                select(TeamMember.team_id).where(
+                    TeamMember.subject == member.subject,
+                    TeamMember.agency == member.agency,
+                    TeamMember.active.is_(True),
+                )
+            )
+        )
+    return list(session.scalars(statement))
+
+
+def get_members(session: Session, *, team_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[TeamMember]]:
+    """Return the members (active and deactivated) of each team, in the order they were added."""
+    members: dict[uuid.UUID, list[TeamMember]] = {team_id: [] for team_id in team_ids}
+    if team_ids:
+        rows = session.scalars(
+            select(TeamMember)
+            .where(TeamMember.team_id.in_(set(team_ids)))
+            .order_by(TeamMember.added_at, TeamMember.id)
+        )
+        for member in rows:
+            members[member.team_id].append(member)
+    return members
+
+
+def get_member(session: Session, *, team_id: uuid.UUID, member_id: uuid.UUID) -> TeamMember | None:
+    """Return one member of a team, locked for the transaction's update."""
+    return session.scalar(
+        select(TeamMember)
+        .where(TeamMember.id == member_id, TeamMember.team_id == team_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def get_member_by_subject(session: Session, *, team_id: uuid.UUID, subject: str) -> TeamMember | None:
+    """Return the team's member (active or not) with a sign-in subject."""
+    return session.scalar(
+        select(TeamMember)
+        .where(TeamMember.team_id == team_id, TeamMember.subject == subject)
+        .execution_options(populate_existing=True)
+    )
+
+
+def get_membership(session: Session, principal: Principal, *, team_id: uuid.UUID) -> TeamMember | None:
+    """Return the caller's active membership of a team, counted only when the token's agency matches it."""
+    return session.scalar(
+        select(TeamMember).where(
+            TeamMember.team_id == team_id,
+            TeamMember.subject == principal.subject,
+            TeamMember.agency == principal.agency,
+            TeamMember.active.is_(True),
+        )
+    )
+
+
+def count_open_cases(session: Session, *, team_id: uuid.UUID, lead_practitioner: str | None = None) -> int:
+    """Count a team's open cases (those one lead practitioner leads, when named)."""
+    statement = select(func.count()).select_from(Case).where(Case.team_id == team_id, Case.status == CaseStatus.OPEN)
+    if lead_practitioner is not None:
+        statement = statement.where(Case.lead_practitioner == lead_practitioner)
+    return session.scalar(statement) or 0
+
+
+def get_case(session: Session, *, case_id: uuid.UUID, for_update: bool = False) -> Case | None:
+    """Return a case (locked for the transaction's update when asked)."""
+    statement = select(Case).where(Case.id == case_id).execution_options(populate_existing=True)
+    return session.scalar(statement.with_for_update() if for_update else statement)
+
+
+def get_open_case(session: Session, *, team_id: uuid.UUID, child_id: uuid.UUID) -> Case | None:
+    """Return the child's open case with a team, if it has one."""
+    return session.scalar(
+        select(Case)
+        .where(Case.team_id == team_id, Case.child_id == child_id, Case.status == CaseStatus.OPEN)
+        .limit(1)
+    )
+
+
+def get_cases(
+    session: Session, principal: Principal, *, team_id: uuid.UUID | None, status: CaseStatus | None, limit: int
+) -> list[Case]:
+    """Return the cases of the teams the caller is an active member of (one team's, when named), newest first."""
+    statement = (
+        select(Case)
+        .join(TeamMember, TeamMember.team_id == Case.team_id)
+        .where(
+            TeamMember.subject == principal.subject,
+            TeamMember.agency == principal.agency,
+            TeamMember.active.is_(True),
+        )
+        .order_by(Case.opened_at.desc(), Case.id)
+        .limit(limit)
+    )
+    if team_id is not None:
+        statement = statement.where(Case.team_id == team_id)
+    if status is not None:
+        statement = statement.where(Case.status == status)
+    return list(session.scalars(statement))
+
+
+def get_child(session: Session, *, child_id: uuid.UUID) -> Child | None:
+    """Return a child by id, to open a case on it (its data stays behind ChildAccess)."""
+    return session.get(Child, child_id)
+
+
+def get_child_id_by_identifier(session: Session, *, scheme: str, blind_index: str) -> uuid.UUID | None:
+    """Return the child an identifier's blind index names, if any."""
+    return session.scalar(
+        select(ChildIdentifier.child_id).where(
+            ChildIdentifier.scheme == scheme, ChildIdentifier.blind_index == blind_index
+        )
+    )
+
+
+def get_lead_practitioner_name(session: Session, case: Case) -> str | None:
+    """Return the display name of the team member the case names as lead (None when it names no member)."""
+    if case.lead_practitioner is None:
+        return None
+    return session.scalar(
+        select(TeamMember.display_name).where(
+            TeamMember.team_id == case.team_id, TeamMember.subject == case.lead_practitioner
+        )
+    )

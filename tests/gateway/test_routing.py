@@ -26,6 +26,10 @@ PLACEHOLDERS = {
     "resource_id": "x1",
     "seq": "1",
     "entry_id": str(uuid.uuid4()),
+    "request_id": str(uuid.uuid4()),
+    "team_id": str(uuid.uuid4()),
+    "member_id": str(uuid.uuid4()),
+    "case_id": str(uuid.uuid4()),
 }
 
 
