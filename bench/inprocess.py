@@ -5,6 +5,7 @@ push (the app run in-process on the same database), the view's audit event, and 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ def time_policy(settings: Settings, member: TeamMember, child_id: uuid.UUID, *, 
     finally:
         engine.dispose()
     viewer = Viewer(agency=Agency(member.agency), role=member.role, relationship=Relationship.ALLOCATED_TEAM)
-    consent = consent_state(consents)
+    consent = consent_state(consents, [], at=datetime.now(UTC))
     facts = [
         ItemFacts(
             item_id=str(item.id),

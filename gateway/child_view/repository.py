@@ -11,8 +11,8 @@ from sqlalchemy import Text, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
-from gateway.models import Child, ChildMerge, Client, Consent, Item, Link, LinkState, Override
-from policies import Agency, RecordKind, RecordStatus
+from gateway.models import Child, ChildMerge, Client, Consent, Item, Link, LinkState, Override, RequestStatus, SeeRequest
+from policies import Agency, Purpose, RecordKind, RecordStatus
 
 
 class ItemRow(NamedTuple):
@@ -139,3 +139,19 @@ def get_clients(session: Session, *, client_ids: set[str]) -> dict[str, Client]:
     if not client_ids:
         return {}
     return {c.id: c for c in session.scalars(select(Client).where(Client.id.in_(client_ids)))}
+
+
+def get_approved_requests(session: Session, access: ChildAccess, *, purpose: Purpose) -> dict[uuid.UUID, uuid.UUID]:
+    """Return item id → approved request id: the viewer's own approved requests to see, for this child and purpose."""
+    rows = session.execute(
+        select(SeeRequest.item_id, SeeRequest.id)
+        .where(
+            SeeRequest.child_id == access.child_id,
+            SeeRequest.requester == access.subject,
+            SeeRequest.requester_agency == access.agency,
+            SeeRequest.purpose == purpose,
+            SeeRequest.status == RequestStatus.APPROVED,
+        )
+        .order_by(SeeRequest.decided_at)
+    )
+    return {item_id: request_id for item_id, request_id in rows}

@@ -7,6 +7,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.cases.schemas import ChildProtectionPlanRead
 from policies import Agency, ConsentStatus, DecisionKind, Purpose, RecordKind, RecordStatus, Relationship
 
 
@@ -67,8 +68,15 @@ class KeyFactsRead(BaseModel):
     """The facts a strategy meeting needs first (CP-IS flags join them with the health adapter)."""
 
     open_case: bool = Field(description="The child has an open case with the allocated team.")
-    allocated_team: TeamRead
-    lead_practitioner: str | None
+    allocated_team: TeamRead | None = Field(description="None when opened under break-glass and no team has the child's case.")
+    lead_practitioner: str | None = Field(
+        description="The case's lead practitioner: their display name on the team (as stored, for older cases)."
+    )
+    child_protection_plan: ChildProtectionPlanRead | None = Field(
+        description="The child protection plan recorded on the case (start, category, end), if any."
+    )
+    looked_after: bool = Field(description="The case records the child as looked after by the local authority.")
+    looked_after_since: date | None = Field(description="Since when the child is looked after, if recorded.")
 
 
 class DecisionRead(BaseModel):
@@ -126,19 +134,29 @@ class WithheldRead(BaseModel):
     ask: str | None = Field(description="Whom to ask about the withheld information.")
     rule_id: str
     count: int
+    item_ids: list[uuid.UUID] = Field(
+        description="The opaque ids of the items withheld: name one in POST /api/v1/children/{child_id}/requests."
+    )
+    requestable: bool = Field(
+        description="Whether a request to see could open these items (the ISA names their special category)."
+    )
 
 
 class ConsentRead(BaseModel):
-    """A recorded consent decision."""
+    """A recorded consent decision (empty agencies or categories mean all)."""
 
-    model_config = ConfigDict(from_attributes=True)
-
+    id: uuid.UUID
     status: ConsentStatus
     purpose: Purpose
     given_by: str
+    giver_relationship: str | None
     agencies: list[Agency]
     categories: list[str]
+    period_start: datetime | None
+    period_end: datetime | None
     recorded_at: datetime
+    in_force: bool = Field(description="In force now: the newest decision of its scope whose period covers now.")
+    note: str | None = Field(description="The family's stated wishes, as recorded.")
 
 
 class OverrideRead(BaseModel):
@@ -146,19 +164,27 @@ class OverrideRead(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
+    id: uuid.UUID
+    purpose: Purpose
     agencies: list[Agency]
     categories: list[str]
     lawful_basis: str
     decided_by: str
     approved_by: str | None
+    created_at: datetime
     expires_at: datetime | None
 
 
 class ConsentStateRead(BaseModel):
-    """Consent decisions and overrides in force for the child."""
+    """The consent state: every decision (newest first, those in force marked), the family's stated
+    wishes, and the overrides in force."""
 
-    records: list[ConsentRead]
-    overrides: list[OverrideRead]
+    records: list[ConsentRead] = Field(description="The whole history, newest first.")
+    stated_wishes: list[str] = Field(
+        description="Refusals and withdrawals in force, in words: shown for every purpose, since for child "
+        "protection they do not stop sharing but the team must know them."
+    )
+    overrides: list[OverrideRead] = Field(description="Overrides in force now.")
 
 
 class LinkingEventRead(BaseModel):

@@ -23,14 +23,17 @@ from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from adapters import IdentityClaim
-from audit import AuditAction, ItemDecisionRef, Outcome
+from audit import AuditAction, ItemDecisionRef, Outcome, ReviewReason
 from gateway.auth.principal import Principal
 from gateway.cases import repository as cases_repository
 from gateway.cases.access import ChildAccess
+from gateway.cases.schemas import ChildProtectionPlanRead
 from gateway.cases.service import require_child_access
+from gateway.consents import service as consents_service
 from gateway.identity.service import get_linked_identities, read_claim
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, OpenedKey
+from gateway.kit.errors import Forbidden
 from gateway.models import (
     Case,
     ChildMerge,
@@ -43,17 +46,21 @@ from gateway.models import (
     Link,
     Override,
     Team,
+    utcnow,
 )
 from policies import (
     Agency,
     CaseStatus,
     ConsentFact,
+    ConsentStatus,
     ConsentState,
     Decision,
     DecisionKind,
     ItemFacts,
+    OverrideFact,
     Policy,
     Purpose,
+    Relationship,
     Viewer,
     decide,
 )
@@ -99,8 +106,10 @@ class ChildAggregate:
 
     access: ChildAccess
     data_key: bytes
-    case: Case
-    team: Team
+    case: Case | None
+    team: Team | None
+    # The display name of the team member the case names as lead (None when it names no member).
+    lead_practitioner_name: str | None
     identities: list[tuple[Identity, IdentityClaim]]
     links: dict[uuid.UUID, Link]
     items: list[ItemRow]
@@ -110,6 +119,10 @@ class ChildAggregate:
     merged_into: uuid.UUID | None
     merges: list[ChildMerge]
     proposed_links: int
+    # The viewer's own approved requests to see: item id → request id (for the view's purpose).
+    approvals: dict[uuid.UUID, uuid.UUID]
+    # The moment the view is decided for: consent and overrides are read as in force then.
+    at: datetime
 
 
 def get(
@@ -126,8 +139,18 @@ def get(
     with tracer.start_as_current_span("view") as span:
         span.set_attribute("gateway.purpose", purpose.value)
         access = require_child_access(session, principal, auditor=auditor, child_id=child_id, purpose=purpose)
+        if access.relationship is Relationship.BREAK_GLASS and purpose is not Purpose.CHILD_PROTECTION:
+            raise auditor.refuse(
+                Forbidden(
+                    "Break-glass access is for child protection only. This refusal has been recorded."
+                ),
+                AuditAction.STAFF_VIEW_REFUSED,
+                child_id=child_id,
+                purpose=purpose,
+                detail={"reason": "break_glass_purpose"},
+            )
         try:
-            aggregate = load(session, access, keyring=keyring)
+            aggregate = load(session, access, keyring=keyring, purpose=purpose)
         except ChildErased as erased:
             raise auditor.refuse(
                 erased, AuditAction.STAFF_VIEW_REFUSED, child_id=child_id, purpose=purpose, detail={"reason": "erased"}
@@ -141,12 +164,13 @@ def get(
         return view
 
 
-def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> ChildAggregate:
+def load(session: Session, access: ChildAccess, *, keyring: DataKeyring, purpose: Purpose) -> ChildAggregate:
     """Load the child's aggregate; raise ChildErased when its key has been destroyed."""
     with tracer.start_as_current_span("load"):
         child = repository.get_child(session, access)
         data_key = keyring.unwrap(child.wrapped_data_key)
-        case, team = cases_repository.get_allocation(session, access)
+        # None under break-glass for a child that no team has a case for yet.
+        case, team = cases_repository.get_allocation(session, access) or (None, None)
         identities = get_linked_identities(session, access)
         items = repository.get_items(session, access)
         clients = repository.get_clients(
@@ -157,6 +181,7 @@ def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> Chil
             data_key=data_key,
             case=case,
             team=team,
+            lead_practitioner_name=None if case is None else cases_repository.get_lead_practitioner_name(session, case),
             identities=[(identity, read_claim(data_key, identity)) for identity in identities],
             links=repository.get_links(session, access),
             items=items,
@@ -166,6 +191,8 @@ def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> Chil
             merged_into=child.merged_into_id,
             merges=repository.get_merges(session, access),
             proposed_links=repository.count_proposed_links(session, access),
+            approvals=repository.get_approved_requests(session, access, purpose=purpose),
+            at=utcnow(),
         )
 
 
@@ -173,21 +200,44 @@ def decide_items(aggregate: ChildAggregate, *, policy: Policy, purpose: Purpose)
     """Decide what the viewer may see of every item, once each (pure)."""
     access = aggregate.access
     viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
-    consent = consent_state(aggregate.consents)
+    consent = consent_state(aggregate.consents, aggregate.overrides, at=aggregate.at)
+    approvals = aggregate.approvals
     # The engine reads every fact of an item but its id (policies.decide's contract), so items
     # alike in all the rest get the same decision: take it once per kind of item, not per item.
     # A child's hundreds of items come in a handful of kinds.
     decisions: dict[tuple[object, ...], Decision] = {}
     decided: Decided = []
     for item in aggregate.items:
-        alike = _alike(item)
+        approved = approvals.get(item.id) if approvals else None
+        alike = (*_alike(item), approved)
         decision = decisions.get(alike)
         if decision is None:
             decision = decisions[alike] = decide(
-                policy, viewer=viewer, purpose=purpose, item=item_facts(item), consent=consent
+                policy, viewer=viewer, purpose=purpose, item=item_facts(item, approved), consent=consent
             )
         decided.append((item, decision))
     return decided
+
+
+def decide_one(session: Session, access: ChildAccess, *, policy: Policy, purpose: Purpose, item: Item) -> Decision:
+    """Decide one stored item for the viewer the access names, now, as their view would."""
+    approvals = repository.get_approved_requests(session, access, purpose=purpose)
+    consent = consent_state(
+        repository.get_consents(session, access), repository.get_overrides(session, access), at=utcnow()
+    )
+    facts = ItemFacts(
+        item_id=str(item.id),
+        agency=item.agency,
+        kind=item.kind,
+        category=item.category,
+        security_labels=frozenset(item.security_labels or ()),
+        police_handling_code=item.police_handling_code,
+        status=item.status,
+        detrimental=item.detrimental,
+        approved_request=str(approvals[item.id]) if item.id in approvals else None,
+    )
+    viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
+    return decide(policy, viewer=viewer, purpose=purpose, item=facts, consent=consent)
 
 
 def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purpose: Purpose) -> ChildViewRead:
@@ -211,9 +261,15 @@ def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purp
             identities=identities,
             conflicts=_conflicts(identities),
             key_facts=KeyFactsRead(
-                open_case=aggregate.case.status is CaseStatus.OPEN,
-                allocated_team=TeamRead.model_validate(aggregate.team),
-                lead_practitioner=aggregate.case.lead_practitioner,
+                open_case=aggregate.case is not None and aggregate.case.status is CaseStatus.OPEN,
+                allocated_team=None if aggregate.team is None else TeamRead.model_validate(aggregate.team),
+                # The lead's name when the case names a member (by subject); else as stored (older rows hold a name).
+                lead_practitioner=None
+                if aggregate.case is None
+                else aggregate.lead_practitioner_name or aggregate.case.lead_practitioner,
+                child_protection_plan=None if aggregate.case is None else ChildProtectionPlanRead.of_case(aggregate.case),
+                looked_after=aggregate.case is not None and aggregate.case.looked_after,
+                looked_after_since=None if aggregate.case is None else aggregate.case.looked_after_since,
             ),
             timeline=_timeline(aggregate, shown, details),
             people=[
@@ -235,10 +291,7 @@ def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purp
                 if item.id in details and "locations" not in decision.redacted_fields
                 for location in details[item.id].locations
             ],
-            consent=ConsentStateRead(
-                records=[ConsentRead.model_validate(c) for c in aggregate.consents],
-                overrides=[OverrideRead.model_validate(o) for o in aggregate.overrides],
-            ),
+            consent=_consent_state_read(aggregate),
             withheld=_withheld(indicated),
             linking=_linking(aggregate),
         )
@@ -248,6 +301,8 @@ def audit_view(
     auditor: Auditor, aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purpose: Purpose
 ) -> None:
     """Record the view: every item's decision and rule, and the lawful bases of what was shown."""
+    from gateway.policy_admin.loaded import sha256_of  # the hash of the ISA text a loaded policy came from
+
     bases = sorted({d.lawful_basis for _item, d in decided if d.shown and d.lawful_basis})
     auditor.record(
         AuditAction.STAFF_VIEW_OPENED,
@@ -257,22 +312,49 @@ def audit_view(
         lawful_basis="; ".join(bases) or None,
         policy_version=f"{policy.id}@{policy.version}",
         items=[ItemDecisionRef(item=item.id, decision=d.kind.value, rule=d.rule_id) for item, d in decided],
-        detail={"relationship": aggregate.access.relationship.value, "team_id": str(aggregate.team.id)},
+        detail={
+            "relationship": aggregate.access.relationship.value,
+            "team_id": None if aggregate.team is None else str(aggregate.team.id),
+            # The exact ISA text that took these decisions is stored under this hash (policy_version).
+            "policy_sha256": sha256_of(policy),
+        },
+        # Every view under break-glass goes to the IG review queue.
+        review=[ReviewReason.BREAK_GLASS] if aggregate.access.relationship is Relationship.BREAK_GLASS else (),
     )
 
 
-def consent_state(consents: Iterable[Consent]) -> ConsentState:
-    """Return the child's consent decisions as the policy engine reads them."""
-    return ConsentState(
-        facts=tuple(
+def consent_state(consents: Iterable[Consent], overrides: Iterable[Override], *, at: datetime) -> ConsentState:
+    """Return the consent decisions and overrides in force at `at`, as the policy engine reads them.
+
+    `consents` newest first: decisions recorded at the same instant keep that order.
+    """
+    return ConsentState.at(
+        at,
+        (
             ConsentFact(
                 status=c.status,
                 purpose=c.purpose,
                 agencies=frozenset(Agency(a) for a in c.agencies),
                 categories=frozenset(c.categories),
+                recorded_at=c.recorded_at,
+                period_start=c.period_start,
+                period_end=c.period_end,
             )
             for c in consents
-        )
+        ),
+        (
+            OverrideFact(
+                override_id=str(o.id),
+                purpose=o.purpose,
+                lawful_basis=o.lawful_basis,
+                starts_at=o.created_at,
+                # An override without an expiry (none can be recorded so since issue 11) never applied.
+                expires_at=o.expires_at or o.created_at,
+                agencies=frozenset(Agency(a) for a in o.agencies),
+                categories=frozenset(o.categories),
+            )
+            for o in overrides
+        ),
     )
 
 
@@ -289,7 +371,7 @@ def _alike(item: ItemRow) -> tuple[object, ...]:
     )
 
 
-def item_facts(item: ItemRow) -> ItemFacts:
+def item_facts(item: ItemRow, approved_request: uuid.UUID | None = None) -> ItemFacts:
     """Return what the policy engine may know of an item (never its contents)."""
     return ItemFacts(
         item_id=str(item.id),
@@ -300,6 +382,7 @@ def item_facts(item: ItemRow) -> ItemFacts:
         police_handling_code=item.police_handling_code,
         status=item.status,
         detrimental=item.detrimental,
+        approved_request=None if approved_request is None else str(approved_request),
     )
 
 
@@ -418,13 +501,69 @@ def _summary(key: OpenedKey, item: ItemRow, decision: Decision) -> str:
     return key.unseal_value(item.legacy_content, ItemContent, context=Item.context_for(item.id)).summary
 
 
+def _consent_state_read(aggregate: ChildAggregate) -> ConsentStateRead:
+    """The history (in force marked, notes unsealed), the stated wishes in words, and the overrides in force."""
+    key = OpenedKey(aggregate.data_key)
+    in_force = {c.id for c in consents_service.current(aggregate.consents, at=aggregate.at)}
+    records = [
+        ConsentRead(
+            id=c.id,
+            status=c.status,
+            purpose=c.purpose,
+            given_by=c.given_by,
+            giver_relationship=c.giver_relationship,
+            agencies=[Agency(a) for a in c.agencies],
+            categories=list(c.categories),
+            period_start=c.period_start,
+            period_end=c.period_end,
+            recorded_at=c.recorded_at,
+            in_force=c.id in in_force,
+            note=None
+            if c.sealed_note is None
+            else key.unseal_value(c.sealed_note, str, context=Consent.context_for(c.id, "note")),
+        )
+        for c in aggregate.consents
+    ]
+    return ConsentStateRead(
+        records=records,
+        stated_wishes=[_stated_wish(r) for r in records if r.in_force and r.status is not ConsentStatus.GIVEN],
+        overrides=[
+            OverrideRead.model_validate(o)
+            for o in aggregate.overrides
+            if o.expires_at is not None and o.created_at <= aggregate.at < o.expires_at
+        ],
+    )
+
+
+def _stated_wish(record: ConsentRead) -> str:
+    who = "The child" if record.given_by == "child" else "A person with parental responsibility"
+    if record.giver_relationship and record.giver_relationship != "self":
+        who += f" ({record.giver_relationship})"
+    what = ", ".join(record.agencies) + " records" if record.agencies else "records of every agency"
+    if record.categories:
+        what += f" ({', '.join(record.categories)})"
+    said = f"{who} {record.status.value} consent to share {what} for {record.purpose.value.replace('_', ' ')}, "
+    said += f"recorded {record.recorded_at:%d %B %Y}."
+    return f"{said} Their words: {record.note}" if record.note else said
+
+
 def _withheld(indicated: Decided) -> list[WithheldRead]:
-    groups: dict[tuple[str, str, str | None, str], int] = defaultdict(int)
+    groups: dict[tuple[str, str, str | None, str, bool], list[uuid.UUID]] = defaultdict(list)
     for item, decision in indicated:
         # The record's own contact (the officer or unit that holds it), beside the team member to ask.
         ask = f"{decision.ask}, or {item.contact}" if decision.ask and item.contact else decision.ask
-        groups[(item.agency, decision.reason, ask, decision.rule_id)] += 1
+        groups[(item.agency, decision.reason, ask, decision.rule_id, decision.requestable)].append(item.id)
     return [
-        WithheldRead(agency=agency, reason=reason, ask=ask, rule_id=rule_id, count=count)
-        for (agency, reason, ask, rule_id), count in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][3]))
+        WithheldRead(
+            agency=agency,
+            reason=reason,
+            ask=ask,
+            rule_id=rule_id,
+            count=len(item_ids),
+            item_ids=item_ids,
+            requestable=requestable,
+        )
+        for (agency, reason, ask, rule_id, requestable), item_ids in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][3], kv[0][4])
+        )
     ]

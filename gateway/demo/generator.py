@@ -127,7 +127,8 @@ def generate(*, children: int, seed: int) -> DemoPartnership:
                     "type_display": type_display,
                     "start": start,
                     # Mental-health attendances carry the PSY sensitivity label: withheld, but indicated.
-                    "sensitive": rng.random() < 0.15,
+                    # Demo child 0's first one always does: the README's request-to-see walk-through asks for it.
+                    "sensitive": rng.random() < 0.15 or (index == 0 and not child.encounters),
                 }
             )
         result.append(child)

@@ -43,7 +43,8 @@ POLICE_KINDS = [RecordKind.IDENTITY, RecordKind.INCIDENT, RecordKind.DOMESTIC_AB
 EDUCATION_KINDS = [RecordKind.IDENTITY, RecordKind.ENROLMENT, RecordKind.ATTENDANCE, RecordKind.EXCLUSION,
                    RecordKind.SAFEGUARDING_CONCERN, RecordKind.EDUCATION_NOTICE]
 DEMO_CLIENTS = [
-    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
+    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH,
+     [RecordKind.IDENTITY, RecordKind.ENCOUNTER, RecordKind.CONSENT]),
     (GP, "Riverside Medical Practice GP system", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
     (POLICE, "Northshire Police records management system", Agency.POLICE, POLICE_KINDS),
     (SCHOOLS, "Northshire schools MIS", Agency.EDUCATION, EDUCATION_KINDS),
@@ -161,7 +162,7 @@ def _load(session: Session, settings: Settings, keyring: DataKeyring, partnershi
             _push_school(pusher, principals[SCHOOLS], index, child)
         if child.allocated:
             session.add(Case(child_id=_child_id(session, keyring, child), team_id=team.id,
-                             lead_practitioner=lead.display_name))
+                             lead_practitioner=lead.subject, opened_by=lead.subject))
             session.flush()
         # After the school and the case: the notice reaches the school's DSL, the lead practitioner is told.
         if index % 3 == 0:

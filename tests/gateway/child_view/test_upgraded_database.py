@@ -73,12 +73,15 @@ def test_items_stored_at_0002_are_shown_from_their_sealed_content_after_the_upgr
                             ),
                         )
                     )
+                session.commit()
+
+            upgrade(engine)
+            # The team and case after the upgrade: the ORM models are today's (0007 added columns).
+            with factory() as session:
                 team = make_team(session)
                 member = add_member(session, team, agency="police", role="police_officer")
                 allocate(session, child_id=child_id, team=team)
                 session.commit()
-
-            upgrade(engine)
 
             unsealed = record_unsealing(monkeypatch)
             principal = Principal(PrincipalKind.STAFF, member.subject, member.agency, member.role)
