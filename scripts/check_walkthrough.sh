@@ -33,7 +33,11 @@ for _ in $(seq 1 120); do
 done
 curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"
 
-sed -n '/<!-- walkthrough:start -->/,/<!-- walkthrough:end -->/p' README.md | sed '1,2d;$d' | sed '$d' > "$workdir/walkthrough.sh"
+# The walk-through, then the sharing rules' steps, which continue it in the same shell.
+{
+  sed -n '/<!-- walkthrough:start -->/,/<!-- walkthrough:end -->/p' README.md | sed '1,2d;$d' | sed '$d'
+  sed -n '/<!-- sharing:start -->/,/<!-- sharing:end -->/p' README.md | sed '1,2d;$d' | sed '$d'
+} > "$workdir/walkthrough.sh"
 bash -euo pipefail "$workdir/walkthrough.sh" > "$workdir/out.txt" 2>&1 || { cat "$workdir/out.txt"; exit 1; }
 
 expect() {
@@ -58,6 +62,17 @@ expect 'Please be alert to their wellbeing'
 expect '"acknowledged_by": "dsl@northshire-community-school.example"'
 expect '"record_kind": "domestic_abuse_notification"'
 expect "attendance rows: {'created': 27, 'unchanged': 0, 'rejected': 0}"
+expect 'health by builtin.consent-not-given; requestable=False'
+expect 'stated wishes: A person with parental responsibility (mother) refused consent to share health records for family help'
+expect '"lawful_basis": "public_task"'
+expect 'by builtin.override'
+expect 'requestable=True'
+expect 'builtin.approved-request'
+expect 'deciding again: HTTP 409'
+expect 'break-glass view: break_glass'
+expect 'break-glass events to review: 2'
+expect 'items: disclose: '
+expect 'disclose/cp.police -> withhold_silently/builtin.default-deny'
 expect 'persistent absence'
 expect '"role": "suspect"'
 python3 - "$workdir/out.txt" <<'PY'
