@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
-from gateway.cases.access import ChildAccess
+from gateway.cases.access import AllocationGrant, ChildAccess
 from gateway.cases.service import require_child_access
 from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, OpenedKey, seal_value
-from gateway.kit.errors import ErrorDetail, ValidationFailed
+from gateway.kit.errors import ErrorDetail, Forbidden, ValidationFailed
 from gateway.models import Consent
 from gateway.models.base import utcnow
 from policies import Agency, Purpose
@@ -44,8 +44,18 @@ def create(
     child_id: uuid.UUID,
     consent: ConsentCreate,
 ) -> ConsentRead:
-    """Record a consent decision about a child, and return it as stored."""
+    """Record a consent decision about a child, and return it as stored (the allocated team only)."""
     access = require_child_access(session, principal, auditor=auditor, child_id=child_id, purpose=consent.purpose)
+    if not isinstance(access.grant, AllocationGrant):
+        # Break-glass opens a child to be read in an emergency, not to change their record.
+        raise auditor.refuse(
+            Forbidden("Consent is recorded by the team allocated to the child, not under break-glass. "
+                      "This refusal has been recorded."),
+            AuditAction.STAFF_VIEW_REFUSED,
+            child_id=child_id,
+            purpose=consent.purpose,
+            detail={"reason": "break_glass_cannot_record_consent"},
+        )
     data_key = _data_key(
         session, access, keyring=keyring, auditor=auditor, action=AuditAction.STAFF_CONSENT_RECORDED,
         purpose=consent.purpose,

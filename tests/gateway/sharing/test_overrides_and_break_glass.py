@@ -11,8 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from gateway.auth.keys import SigningKeys
+from gateway.auth.principal import Principal, PrincipalKind
+from gateway.auth.tokens import mint_access_token
 from gateway.models import BreakGlass, Consent, Override, ReviewEntry
-from policies import ConsentStatus, Purpose
+from gateway.settings import Settings
+from policies import Agency, ConsentStatus, Purpose
 from tests.gateway.helpers import get_view, last_event
 from tests.gateway.sharing.family import Family, Member, post, shown, view, withheld
 
@@ -194,4 +198,33 @@ def test_break_glass_is_not_for_the_allocated_team_or_an_unknown_child(client: T
     unknown = post(client, family.outsider, f"/api/v1/children/{uuid.uuid4()}/break-glass",
                    {"reason": "urgent", "purpose": "child_protection"})
     assert unknown.status_code == 404
+    assert session.scalar(select(func.count()).select_from(BreakGlass)) == 0
+
+
+def test_break_glass_reads_but_records_no_consent(client: TestClient, session: Session, family: Family) -> None:
+    assert break_glass(client, family.outsider, family).status_code == 201
+
+    refused = post(client, family.outsider, f"/api/v1/children/{family.child_id}/consents", {
+        "status": "refused", "purpose": "child_protection", "given_by": "child", "giver_relationship": "self",
+    })
+
+    assert refused.status_code == 403 and "break-glass" in refused.json()["detail"]
+    assert session.scalar(select(func.count()).select_from(Consent)) == 0
+    assert client.get(f"/api/v1/children/{family.child_id}/consents", headers=family.outsider.headers()).status_code == 200
+
+
+def test_break_glass_is_for_macpt_members_only(
+    client: TestClient, session: Session, family: Family, settings: Settings, signing_keys: SigningKeys
+) -> None:
+    stranger = mint_access_token(
+        signing_keys, issuer=settings.issuer, audience=settings.audience,
+        principal=Principal(PrincipalKind.STAFF, "someone@elsewhere.example", Agency.POLICE, "police_officer"),
+        ttl_seconds=300,
+    )
+
+    refused = client.post(f"/api/v1/children/{family.child_id}/break-glass", headers={"Authorization": f"Bearer {stranger}"},
+                          json={"reason": "urgent", "purpose": "child_protection"})
+
+    assert refused.status_code == 403 and "members of a MACPT team" in refused.json()["detail"]
+    assert last_event(session, "staff:break-glass:refused").detail["reason"] == "not_a_member"
     assert session.scalar(select(func.count()).select_from(BreakGlass)) == 0

@@ -9,8 +9,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.models import SeeRequest
-from tests.gateway.helpers import last_event
+from gateway.auth.keys import SigningKeys
+from gateway.kit.crypto import DataKeyring
+from gateway.models import Item, SeeRequest
+from gateway.settings import Settings
+from tests.factories import child_bundle, client_token, demo_child, encounter, make_client
+from tests.gateway.helpers import child_id_for, last_event, push
 from tests.gateway.sharing.family import Family, Member, post, shown, view, withheld
 
 JUSTIFICATION = "Strategy meeting today: the mental health history bears on the risk assessment."
@@ -145,3 +149,20 @@ def test_handling_code_c_and_detrimental_items_are_indicated_never_shown(client:
         assert entries[str(family.detrimental)]["rule_id"] == "builtin.detrimental"
         assert not entries[str(family.detrimental)]["requestable"]
         assert str(family.police_p) in shown(body)
+
+
+def test_a_request_naming_another_childs_item_is_refused_as_unknown(
+    client: TestClient, session: Session, family: Family, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
+    other = demo_child()
+    source, _ = make_client(session)
+    bundle = child_bundle(other, patient_id="other", encounters=[encounter(sensitive=True)])
+    assert push(client, client_token(signing_keys, settings, source), bundle).status_code == 200
+    other_id = child_id_for(session, keyring, other.nhs_number)
+    their_item = session.scalar(select(Item.id).where(Item.child_id == other_id))
+
+    refused = ask(client, family.police, family, their_item)
+
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "item_id: no item withheld from you with this id in this child's view"
+    assert requests(session) == 0
