@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import functools
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from functools import partial
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.routing import BaseRoute
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -148,16 +150,30 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware)
 
-    app.include_router(health_router)
-    app.include_router(token_router)
-    app.include_router(fhir_public_router)
-    app.include_router(schemas_router)
+    # Built once per process and shared: each app would otherwise analyse every route's dependencies again.
+    app.router.routes.extend(_routes())
+    return app
+
+
+@functools.cache
+def _routes() -> tuple[BaseRoute, ...]:
+    """Return every route of the gateway, with its prefix and its caller dependency.
+
+    Routes hold no per-app state (a request reaches its app's state through `request.app`), so
+    one set serves every app this process builds: the test suite builds one per test, and
+    analysing some 60 routes' dependencies took most of an app's construction.
+    """
+    router = APIRouter()
+    router.include_router(health_router)
+    router.include_router(token_router)
+    router.include_router(fhir_public_router)
+    router.include_router(schemas_router)
 
     clients = APIRouter(dependencies=[Depends(require_client)])
     clients.include_router(ingest_router)
     clients.include_router(police_router)
     clients.include_router(education_router)
-    app.include_router(clients)
+    router.include_router(clients)
 
     staff = APIRouter(prefix="/api/v1", dependencies=[Depends(require_staff)])
     staff.include_router(search_router)
@@ -170,11 +186,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     staff.include_router(linking_router)
     staff.include_router(ig_router)
     staff.include_router(inbox_router)
-    app.include_router(staff)
-    app.include_router(ig_fhir_router, dependencies=[Depends(require_staff)])
+    router.include_router(staff)
+    router.include_router(ig_fhir_router, dependencies=[Depends(require_staff)])
 
     # The log's checkpoint and public key: for anyone the partnership lets in, staff or system.
     anyone = APIRouter(prefix="/api/v1", dependencies=[Depends(authenticate)])
     anyone.include_router(audit_open_router)
-    app.include_router(anyone)
-    return app
+    router.include_router(anyone)
+    return tuple(router.routes)
