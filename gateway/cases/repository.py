@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 from collections.abc import Collection
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from gateway.auth.principal import Principal
 from gateway.models import BreakGlass, Case, Child, ChildIdentifier, Team, TeamMember, utcnow
@@ -78,19 +79,33 @@ def get_live_break_glass(session: Session, principal: Principal, *, child_id: uu
     )
 
 
-def get_allocation(session: Session, access: ChildAccess) -> tuple[Case, Team] | None:
-    """Return the case and team behind the access (key facts of the view).
+class Allocation(NamedTuple):
+    """The case behind an access, its team, and the display name of the member it names as lead."""
+
+    case: Case
+    team: Team
+    lead_name: str | None
+
+
+def get_allocation(session: Session, access: ChildAccess) -> Allocation | None:
+    """Return the case, team and lead's name behind the access (key facts of the view), in one query.
 
     Allocation: the case that grants it. Break-glass: the child's open case, if it has one (its
-    oldest), else None: a child can need urgent protection before any team has its case.
+    oldest), else None: a child can need urgent protection before any team has its case. The lead's
+    name is None when the case names no member of its team (older rows hold a display name).
     """
-    query = select(Case, Team).join(Team, Team.id == Case.team_id)
+    lead = aliased(TeamMember)
+    query = (
+        select(Case, Team, lead.display_name)
+        .join(Team, Team.id == Case.team_id)
+        .outerjoin(lead, (lead.team_id == Case.team_id) & (lead.subject == Case.lead_practitioner))
+    )
     if isinstance(access.grant, AllocationGrant):
         query = query.where(Case.id == access.grant.case_id)
     else:
         query = query.where(Case.child_id == access.child_id, Case.status == CaseStatus.OPEN).order_by(Case.opened_at)
     row = session.execute(query.limit(1)).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else Allocation(row[0], row[1], row[2])
 
 
 # -- teams, members and cases (the management API, cases/admin.py) -------------------------------
@@ -218,16 +233,5 @@ def get_child_id_by_identifier(session: Session, *, scheme: str, blind_index: st
     return session.scalar(
         select(ChildIdentifier.child_id).where(
             ChildIdentifier.scheme == scheme, ChildIdentifier.blind_index == blind_index
-        )
-    )
-
-
-def get_lead_practitioner_name(session: Session, case: Case) -> str | None:
-    """Return the display name of the team member the case names as lead (None when it names no member)."""
-    if case.lead_practitioner is None:
-        return None
-    return session.scalar(
-        select(TeamMember.display_name).where(
-            TeamMember.team_id == case.team_id, TeamMember.subject == case.lead_practitioner
         )
     )

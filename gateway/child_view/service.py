@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from opentelemetry import trace
@@ -150,13 +150,20 @@ def get(
                 detail={"reason": "break_glass_purpose"},
             )
         try:
-            aggregate = load(session, access, keyring=keyring, purpose=purpose)
+            aggregate = load(session, access, keyring=keyring)
         except ChildErased as erased:
             raise auditor.refuse(
                 erased, AuditAction.STAFF_VIEW_REFUSED, child_id=child_id, purpose=purpose, detail={"reason": "erased"}
             ) from None
         with tracer.start_as_current_span("decide") as decide_span:
             decided = decide_items(aggregate, policy=policy, purpose=purpose)
+            if any(decision.requestable for _item, decision in decided):
+                # Only an item a request could open can have been opened by one: look for the
+                # viewer's approvals then, not on every view.
+                approvals = repository.get_approved_requests(session, access, purpose=purpose)
+                if approvals:
+                    aggregate = replace(aggregate, approvals=approvals)
+                    decided = decide_items(aggregate, policy=policy, purpose=purpose)
             decide_span.set_attribute("gateway.items_decided", len(decided))
         view = project(aggregate, decided, policy=policy, purpose=purpose)
         with tracer.start_as_current_span("audit"):
@@ -164,13 +171,14 @@ def get(
         return view
 
 
-def load(session: Session, access: ChildAccess, *, keyring: DataKeyring, purpose: Purpose) -> ChildAggregate:
+def load(session: Session, access: ChildAccess, *, keyring: DataKeyring) -> ChildAggregate:
     """Load the child's aggregate; raise ChildErased when its key has been destroyed."""
     with tracer.start_as_current_span("load"):
         child = repository.get_child(session, access)
         data_key = keyring.unwrap(child.wrapped_data_key)
         # None under break-glass for a child that no team has a case for yet.
-        case, team = cases_repository.get_allocation(session, access) or (None, None)
+        allocation = cases_repository.get_allocation(session, access)
+        case, team, lead_name = allocation if allocation is not None else (None, None, None)
         identities = get_linked_identities(session, access)
         items = repository.get_items(session, access)
         clients = repository.get_clients(
@@ -181,7 +189,7 @@ def load(session: Session, access: ChildAccess, *, keyring: DataKeyring, purpose
             data_key=data_key,
             case=case,
             team=team,
-            lead_practitioner_name=None if case is None else cases_repository.get_lead_practitioner_name(session, case),
+            lead_practitioner_name=lead_name,
             identities=[(identity, read_claim(data_key, identity)) for identity in identities],
             links=repository.get_links(session, access),
             items=items,
@@ -191,7 +199,8 @@ def load(session: Session, access: ChildAccess, *, keyring: DataKeyring, purpose
             merged_into=child.merged_into_id,
             merges=repository.get_merges(session, access),
             proposed_links=repository.count_proposed_links(session, access),
-            approvals=repository.get_approved_requests(session, access, purpose=purpose),
+            # Filled by get() when a decision says a request could open an item (most views have none).
+            approvals={},
             at=utcnow(),
         )
 

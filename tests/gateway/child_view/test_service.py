@@ -240,4 +240,4 @@ def _aggregate(session: Session, seeded: SeededChild, keyring: DataKeyring) -> s
         child_id=seeded.child_id,
     )
     assert access is not None
-    return service.load(session, access, keyring=keyring, purpose=Purpose.CHILD_PROTECTION)
+    return service.load(session, access, keyring=keyring)
