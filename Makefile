@@ -24,12 +24,21 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/gateway demo
 
-## Install the test dependencies and run the whole suite (SQLite, or GATEWAY_TEST_DATABASE_URL)
+## Install the test dependencies and run the whole suite (SQLite, or GATEWAY_TEST_DATABASE_URL).
+## On SQLite it measures coverage and fails below 100% branch coverage of audit/ and policies/. On
+## PostgreSQL it runs the same tests without measuring (tracing doubles the run; every line the gate
+## needs is reached on SQLite); COVERAGE=1 measures and gates there too.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check gateway adapters policies audit tests bench
 	$(BIN)/mypy
-	GATEWAY_REQUIRE_CONFORMANCE=1 $(BIN)/python -m pytest --cov --cov-branch --cov-report=term:skip-covered $(PYTEST_ARGS)
-	$(BIN)/python -m coverage report --include='audit/*,policies/*' --fail-under=100 --show-missing
+	@if [ -z "$(GATEWAY_TEST_DATABASE_URL)" ] || [ -n "$(COVERAGE)" ]; then \
+	  set -x; \
+	  GATEWAY_REQUIRE_CONFORMANCE=1 $(BIN)/python -m pytest --cov --cov-branch --cov-report=term:skip-covered $(PYTEST_ARGS) && \
+	  $(BIN)/python -m coverage report --include='audit/*,policies/*' --fail-under=100 --show-missing; \
+	else \
+	  set -x; \
+	  GATEWAY_REQUIRE_CONFORMANCE=1 $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	fi
 
 ## Run the README's curl walk-through against a fresh demo (used by CI)
 walkthrough: $(VENV)/.installed
