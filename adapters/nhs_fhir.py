@@ -34,6 +34,7 @@ from .fhir_consent import (
     InboundConsent,
 )
 from .nesting import nests_deeper_than
+from .sensitivity import DEFAULT_CLASSIFIER
 from .types import (
     AdapterError,
     ClaimEntry,
@@ -619,6 +620,11 @@ def _encounter(
         return RejectedEntry(index, path, tuple(mark_issues))
     encounter_class = resource.get("class") or {}
     type_codings = [c for t in resource.get("type") or [] for c in t.get("coding") or []]
+    # What the source did not label, the shipped code list does (adapters/sensitivity.py): the
+    # encounter's type, reasons and service type.
+    reason_codings = [c for r in resource.get("reasonCode") or [] for c in r.get("coding") or []]
+    service_codings = (resource.get("serviceType") or {}).get("coding") or []
+    labels = labels | DEFAULT_CLASSIFIER.labels_for([*type_codings, *reason_codings, *service_codings])
     emergency = encounter_class.get("code") == EMERGENCY_CLASS or any(
         c.get("code") in EMERGENCY_TYPES for c in type_codings
     )
