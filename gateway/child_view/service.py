@@ -234,17 +234,7 @@ def decide_one(session: Session, access: ChildAccess, *, policy: Policy, purpose
     consent = consent_state(
         repository.get_consents(session, access), repository.get_overrides(session, access), at=utcnow()
     )
-    facts = ItemFacts(
-        item_id=str(item.id),
-        agency=item.agency,
-        kind=item.kind,
-        category=item.category,
-        security_labels=frozenset(item.security_labels or ()),
-        police_handling_code=item.police_handling_code,
-        status=item.status,
-        detrimental=item.detrimental,
-        approved_request=str(approvals[item.id]) if item.id in approvals else None,
-    )
+    facts = item_facts(item, approvals.get(item.id))
     viewer = Viewer(agency=access.agency, role=access.role, relationship=access.relationship)
     return decide(policy, viewer=viewer, purpose=purpose, item=facts, consent=consent)
 
@@ -380,14 +370,15 @@ def _alike(item: ItemRow) -> tuple[object, ...]:
     )
 
 
-def item_facts(item: ItemRow, approved_request: uuid.UUID | None = None) -> ItemFacts:
-    """Return what the policy engine may know of an item (never its contents)."""
+def item_facts(item: ItemRow | Item, approved_request: uuid.UUID | None = None) -> ItemFacts:
+    """Return what the policy engine may know of an item, a view's row or a stored one (never its contents)."""
     return ItemFacts(
         item_id=str(item.id),
         agency=item.agency,
         kind=item.kind,
         category=item.category,
-        security_labels=item.security_labels,
+        # A row's labels are a frozenset already (no copy); a stored Item's are a JSON list.
+        security_labels=frozenset(item.security_labels or ()),
         police_handling_code=item.police_handling_code,
         status=item.status,
         detrimental=item.detrimental,

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.cases.access import ChildAccess
 
@@ -131,22 +131,39 @@ def get_current_subjects(
     session: Session, *, client_id: str, source_record_ids: Collection[str]
 ) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
     """Return, by source record id, a client's identity in force and the child it is linked to."""
-    if not source_record_ids:
+    return _current_subjects(session, client_id=client_id, key=Identity.source_record_id, values=source_record_ids)
+
+
+def get_current_subjects_by_nhs_number(
+    session: Session, *, client_id: str, nhs_number_indexes: Collection[str]
+) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    """Return, by NHS number blind index, a client's own identity in force with it and the child it is linked to.
+
+    Only the client's own records: a source names a child by NHS number only if it told the
+    gateway about that child, so that an answer never says whether another source knows one.
+    """
+    return _current_subjects(session, client_id=client_id, key=Identity.nhs_number_index, values=nhs_number_indexes)
+
+
+def _current_subjects(
+    session: Session, *, client_id: str, key: InstrumentedAttribute[Any], values: Collection[str]
+) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    if not values:
         return {}
     rows = session.execute(
-        select(Identity.source_record_id, Identity.id, Link.child_id)
+        select(key, Identity.id, Link.child_id)
         .join(Link, Link.identity_id == Identity.id)
         .where(
             Identity.client_id == client_id,
-            one_of(Identity.source_record_id, source_record_ids, dialect=dialect_of(session)),
+            one_of(key, values, dialect=dialect_of(session)),
             Identity.status == RecordStatus.CURRENT,
             Link.state == LinkState.LINKED,
         )
         .order_by(Identity.received_at.desc())
     )
     subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
-    for source_record_id, identity_id, child_id in rows:
-        subjects.setdefault(source_record_id, (identity_id, child_id))
+    for value, identity_id, child_id in rows:
+        subjects.setdefault(value, (identity_id, child_id))  # the newest received first
     return subjects
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from gateway.kit.db import insert_all
 from gateway.kit.sql import dialect_of, one_of
-from gateway.models import Consent, Identity, Item, Link, LinkState
+from gateway.models import Consent, Item
 from policies import RecordStatus
 
 
@@ -66,31 +66,3 @@ def get_stored_consents(
 def add_consents(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert imported consent versions (the caller holds their records' locks and found them not stored)."""
     insert_all(session, Consent, rows)
-
-
-def get_subjects_by_nhs_number(
-    session: Session, *, client_id: str, nhs_number_indexes: Collection[str]
-) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
-    """Return, by NHS number blind index, a client's own identity in force with it and the child it is linked to.
-
-    Only the client's own records: a source names a child by NHS number only if it told the
-    gateway about that child, so that an answer never says whether another source knows one.
-    """
-    if not nhs_number_indexes:
-        return {}
-    rows = session.execute(
-        select(Identity.nhs_number_index, Identity.id, Link.child_id)
-        .join(Link, Link.identity_id == Identity.id)
-        .where(
-            Identity.client_id == client_id,
-            one_of(Identity.nhs_number_index, nhs_number_indexes, dialect=dialect_of(session)),
-            Identity.status == RecordStatus.CURRENT,
-            Link.state == LinkState.LINKED,
-        )
-        .order_by(Identity.received_at.desc())
-    )
-    subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
-    for index, identity_id, child_id in rows:
-        if index is not None:
-            subjects.setdefault(index, (identity_id, child_id))
-    return subjects

@@ -348,7 +348,7 @@ class _Push:
             self.keyring.blind_index(NHS_NUMBER_SCHEME, ref.removeprefix(NHS_NUMBER_SUBJECT)): ref
             for ref in refs - by_record
         }
-        found = repository.get_subjects_by_nhs_number(
+        found = identity_repository.get_current_subjects_by_nhs_number(
             self.session, client_id=self.client.id, nhs_number_indexes=by_index.keys()
         )
         subjects.update({by_index[index]: subject for index, subject in found.items()})

@@ -33,7 +33,7 @@ from gateway.kit.db import lock_all_for_transaction
 from gateway.kit.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFailed
 from gateway.models import BreakGlass, Child, Item, Override, RequestStatus, SeeRequest, Team, TeamMember, utcnow
 from gateway.settings import Settings
-from policies import CATEGORIES, Agency, DecisionKind, Policy, Purpose, Relationship
+from policies import DecisionKind, Policy, Purpose, Relationship
 
 from . import repository
 from .schemas import (
@@ -151,8 +151,10 @@ def break_glass(
     if principal.role is None or not _is_macpt_member(session, principal):
         raise refuse("Break-glass is for members of a MACPT team.", "not_a_member")
     if not any(
-        policy.rules_for(body.purpose, source, category, principal.agency, Relationship.BREAK_GLASS)
-        for source, category in _break_glass_scopes()
+        body.purpose in rule.purposes
+        and principal.agency in rule.viewer_agencies
+        and Relationship.BREAK_GLASS in rule.viewer_relationships
+        for rule in policy.rules
     ):
         raise refuse(
             f"The ISA ({policy.id} v{policy.version}) gives break-glass no access for {principal.agency}.", "no_rule"
@@ -209,13 +211,6 @@ def _is_macpt_member(session: Session, principal: Principal) -> bool:
         )
         is not None
     )
-
-
-def _break_glass_scopes() -> list[tuple[Agency, str]]:
-    # Every (source agency, category) of the vocabulary: categories are named `<agency>.<fact>`.
-    return [
-        (agency, category) for agency in Agency for category in sorted(CATEGORIES) if category.startswith(f"{agency}.")
-    ]
 
 
 # ---------------------------------------------------------------- requests to see
