@@ -3,7 +3,9 @@
 Members of the allocated team ask to see the same withheld item at once (each gets their own
 request; one member asking twice at once gets one request and a 409); two approvers answer one
 request at once (one 200, one 409, one audit event); an outsider breaks the glass from several
-clients at once (one grant, the rest 409); and views keep answering throughout. Afterwards the
+clients at once (one grant, the rest 409); two managers of another team open the child's case at
+once (one case, one 409); members record consents while others search for the child; and views
+keep answering throughout. Afterwards the
 stored rows say the same, and the audit trail verifies.
 """
 
@@ -22,8 +24,9 @@ from sqlalchemy import func, select
 from audit import AuditEvent
 from gateway.keys import KeyFolder
 from gateway.kit.db import build_engine, build_sessionmaker
-from gateway.models import BreakGlass, Item, SeeRequest, Team
+from gateway.models import BreakGlass, Case, Consent, Item, SeeRequest, Team
 from gateway.settings import Settings
+from policies import CaseStatus
 from tests.factories import add_member, child_bundle, demo_child, encounter, make_team, staff_token
 from tests.gateway.helpers import FHIR_JSON
 from tests.gateway.test_under_load import allocate_children, audit_problems, set_up
@@ -85,6 +88,14 @@ def test_members_race_to_ask_answer_and_break_the_glass(database_url: str, tmp_p
                         "lead": staff_token(keys, settings, add_member(session, team, agency="social_care", role="lead_practitioner")),
                         "outsider": staff_token(keys, settings, add_member(session, make_team(session, name="Elsewhere"), agency="police", role="police_officer")),
                     }
+                    # A second team, whose two managers will race to open the child's case.
+                    other = make_team(session, name="North East MACPT")
+                    second_lead = add_member(session, other, agency="social_care", role="lead_practitioner").subject
+                    tokens["managers"] = [
+                        staff_token(keys, settings, add_member(session, other, agency="social_care", role="team_manager"))
+                        for _ in range(2)
+                    ]
+                    second_team = other.id
                     labelled = session.execute(select(Item.id, Item.security_labels).where(Item.child_id == child_id)).all()
                     sensitive = next((item_id for item_id, labels in labelled if labels), None)
                     session.commit()
@@ -132,6 +143,21 @@ def test_members_race_to_ask_answer_and_break_the_glass(database_url: str, tmp_p
             assert _race([glass] * 4) == [201, 409, 409, 409]
             assert _race([view(tokens["outsider"]) for _ in range(3)]) == [200, 200, 200]
 
+            def post(token: str, path: str, body: dict[str, Any]) -> Callable[[], int]:
+                def call() -> int:
+                    with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
+                        return http.post(path, headers=_bearer(token), json=body).status_code
+                return call
+
+            # Two managers of another team open the same child's case at once: one case, one 409.
+            case = {"team_id": str(second_team), "child_id": str(child_id), "lead_practitioner": second_lead}
+            assert _race([post(token, "/api/v1/cases", case) for token in tokens["managers"]]) == [201, 409]
+            # Members record consent decisions while others search for the child and the lead opens the view.
+            given = {"status": "given", "purpose": "family_help", "given_by": "child", "giver_relationship": "self"}
+            consents = [post(t, f"/api/v1/children/{child_id}/consents", given) for t in tokens["askers"][:3]]
+            searches = [post(t, "/api/v1/children/search", {"nhs_number": child.nhs_number}) for t in tokens["askers"][3:]]
+            assert _race([*consents, *searches, view(tokens["lead"])]) == [200] * 4 + [201] * 3
+
         problems = audit_problems(partnership.env)
         engine = build_engine(url)
         try:
@@ -139,6 +165,13 @@ def test_members_race_to_ask_answer_and_break_the_glass(database_url: str, tmp_p
                 requests = session.scalars(select(SeeRequest)).all()
                 decided = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "staff:request:decided"))
                 grants = session.scalar(select(func.count()).select_from(BreakGlass))
+                consents_stored = session.scalar(select(func.count()).select_from(Consent))
+                second_cases = session.scalar(
+                    select(func.count()).select_from(Case).where(Case.team_id == second_team, Case.status == CaseStatus.OPEN)
+                )
+                searches_audited = session.scalar(
+                    select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "staff:search:performed")
+                )
                 glass_views = session.scalar(
                     select(func.count()).select_from(AuditEvent).where(
                         AuditEvent.action == "staff:view:opened", AuditEvent.actor_id.like("police.%"),
@@ -155,5 +188,6 @@ def test_members_race_to_ask_answer_and_break_the_glass(database_url: str, tmp_p
     statuses = sorted(r.status.value for r in requests)
     assert statuses in (["approved"] + ["pending"] * (ASKERS - 1), ["declined"] + ["pending"] * (ASKERS - 1)), statuses
     assert decided == 1 and grants == 1
+    assert (consents_stored, second_cases, searches_audited) == (3, 1, 3)
     assert glass_views is not None and glass_views >= 3
     assert not problems, problems
