@@ -34,7 +34,8 @@ from .fhir_consent import (
     InboundConsent,
 )
 from .nesting import nests_deeper_than
-from .sensitivity import DEFAULT_CLASSIFIER
+from . import ukcore
+from .sensitivity import DEFAULT_CLASSIFIER, Classifier
 from .types import (
     AdapterError,
     ClaimEntry,
@@ -77,12 +78,18 @@ CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiali
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
-SUPPORTED = ("Patient", "Encounter", "Consent")
+# The resource types read by a reader of their own, then those read generically: every R4 type
+# with a subject, patient, for or beneficiary element that may name a Patient (tests check each
+# against fhir.resources). A generic one is accepted only when that element names a Patient.
+SUPPORTED = ("Patient", "Consent", *ukcore.READERS)
+GENERIC = (
+    "AdverseEvent", "Basic", "BodyStructure", "CarePlan", "ClinicalImpression", "Communication",
+    "CommunicationRequest", "Composition", "DetectedIssue", "Device", "DeviceRequest", "DeviceUseStatement",
+    "DiagnosticReport", "DocumentManifest", "FamilyMemberHistory", "Goal", "GuidanceResponse", "ImagingStudy",
+    "ImmunizationEvaluation", "ImmunizationRecommendation", "List", "Media", "NutritionOrder", "RequestGroup",
+    "RiskAssessment", "ServiceRequest", "Specimen", "SupplyDelivery", "Task", "VisionPrescription",
+)
 WRITE_METHODS = {"POST", "PUT"}
-# Emergency attendances: v3 ActCode EMER, or SNOMED "Emergency department patient visit" /
-# "Emergency room admission". These are what a MACPT most needs to see first.
-EMERGENCY_CLASS = "EMER"
-EMERGENCY_TYPES = {"4525004", "50849002"}
 _PUT_URL = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-\.]{1,64})$")
 FHIR_JSON = "application/fhir+json"
 _STATUS_LINES = {
@@ -92,8 +99,10 @@ _STATUS_LINES = {
 }
 
 
-def parse_bundle(body: bytes, content_type: str, *, max_entries: int) -> Submission:
-    """Parse and validate a transaction or batch Bundle into claims and records."""
+def parse_bundle(
+    body: bytes, content_type: str, *, max_entries: int, classifier: Classifier = DEFAULT_CLASSIFIER
+) -> Submission:
+    """Parse and validate a transaction or batch Bundle into claims and records (labelled by `classifier`)."""
     data = _load(body, content_type, expected="Bundle")
     bundle_type = data.get("type")
     if bundle_type not in ("transaction", "batch"):
@@ -107,14 +116,21 @@ def parse_bundle(body: bytes, content_type: str, *, max_entries: int) -> Submiss
         )
     _validate(data, "Bundle")
     patients = _patient_keys(raw_entries)
-    entries = tuple(_entry(index, raw, patients) for index, raw in enumerate(raw_entries))
+    entries = tuple(_entry(index, raw, patients, classifier) for index, raw in enumerate(raw_entries))
     issues: tuple[Issue, ...] = ()
     if not entries:
         issues = (Issue("error", "required", "Bundle.entry", "the Bundle has no entries"),)
     return Submission(atomic=bundle_type == "transaction", label=bundle_type, entries=entries, issues=issues)
 
 
-def parse_resource(body: bytes, content_type: str, *, resource_type: str, resource_id: str) -> Submission:
+def parse_resource(
+    body: bytes,
+    content_type: str,
+    *,
+    resource_type: str,
+    resource_id: str,
+    classifier: Classifier = DEFAULT_CLASSIFIER,
+) -> Submission:
     """Parse one resource sent by PUT [type]/[id], as a one-entry transaction."""
     data = _load(body, content_type, expected=resource_type)
     if data.get("id") not in (None, resource_id):
@@ -124,7 +140,7 @@ def parse_resource(body: bytes, content_type: str, *, resource_type: str, resour
     data = {**data, "id": resource_id}
     raw = {"resource": data, "request": {"method": "PUT", "url": f"{resource_type}/{resource_id}"}}
     _validate(data, resource_type, prefix=resource_type)
-    entry = _entry(0, raw, {}, prefix=resource_type)
+    entry = _entry(0, raw, {}, classifier, prefix=resource_type)
     return Submission(atomic=True, label="transaction", entries=(entry,))
 
 
@@ -189,6 +205,24 @@ def resource_response(submission: Submission, outcome: EntryOutcome) -> Rendered
     )
 
 
+_RECORD_RULES = (
+    "A record about a child: the Patient it names (a reference to a Patient in the same Bundle, by fullUrl or "
+    "Patient/id, or to one this client pushed before) must be linked. Status entered-in-error (or a "
+    "verificationStatus of entered-in-error) retracts the record. Security labels are the meta.security codes of v3 "
+    f"Confidentiality ({CONFIDENTIALITY_SYSTEM}, R, V) and v3 ActCode ({ACT_CODE_SYSTEM}: the information "
+    "sensitivity codes such as PSY, SEX, STD, HIV, ETH, SDV, BH, MH, SUD; GDIS is genetic disease information). "
+    "Gender identity history, which no v3 code covers, is the Coding "
+    f"system {GATEWAY_CODE_SYSTEM}, code {GENDER_IDENTITY_HISTORY_CODE}, in meta.security. The gateway adds the "
+    "labels its sensitivity code list gives the record's codes (SNOMED CT, ICD-10), never removing the source's. "
+    "Where the source judges that disclosing the record would be more detrimental to the child than not "
+    f"(Children Act 2004 s16LA), it marks it with the Coding system {GATEWAY_CODE_SYSTEM}, code {DETRIMENTAL_CODE}, "
+    "in meta.security or meta.tag: the gateway then withholds it from the child's view, saying why and whom to "
+    "ask. Any other code of that system is refused (code-invalid)."
+)
+_GENERIC_DOCUMENTATION = (
+    "Read generically (health.other; summary: the type and its first coded display): accepted when its subject, "
+    "patient, for or beneficiary names a Patient, refused (not-supported) otherwise. " + _RECORD_RULES
+)
 _DOCUMENTATION = {
     "Patient": {
         "documentation": f"Linked to a child exactly by NHS number ({NHS_NUMBER_SYSTEM}, Modulus 11 checked) or "
@@ -197,16 +231,30 @@ _DOCUMENTATION = {
         "A score between the thresholds puts the pair on the linking review queue."
     },
     "Encounter": {
-        "documentation": "A record about a child: its subject must be a Patient in the same Bundle or one this client "
-        "pushed before. Security labels are the meta.security codes of v3 Confidentiality "
-        f"({CONFIDENTIALITY_SYSTEM}, e.g. R, V) and v3 ActCode ({ACT_CODE_SYSTEM}, e.g. PSY, SEX, HIV, ETH; GDIS is "
-        "genetic disease information). Gender identity history, which no v3 code covers, is the Coding "
-        f"system {GATEWAY_CODE_SYSTEM}, code {GENDER_IDENTITY_HISTORY_CODE}, in meta.security. "
-        "Where the source judges that disclosing the Encounter would be more detrimental to the child than not "
-        "(Children Act 2004 s16LA), it marks it with the Coding "
-        f"system {GATEWAY_CODE_SYSTEM}, code {DETRIMENTAL_CODE}, in meta.security or meta.tag: the gateway then "
-        "withholds it from the child's view, saying why and whom to ask. Any other code of that system is refused "
-        "(code-invalid)."
+        "documentation": "An attendance. class EMER, or a type of SNOMED CT 4525004 or 50849002, files it as "
+        "urgent care (health.urgent_care), shown first; otherwise health.encounter. Summary: class, type, reason, "
+        "service provider and discharge disposition (coded displays only). " + _RECORD_RULES
+    },
+    "Flag": {
+        "documentation": "health.flag. A CP-IS style flag is a Flag whose code is a Coding of "
+        f"{ukcore.ALERT_SYSTEM} ({', '.join(ukcore.ALERT_CODES)}): where disclosed, the child's view shows it "
+        "among its key facts (status active and period covering today). " + _RECORD_RULES
+    },
+    "CareTeam": {
+        "documentation": "health.care_team. Its participants' roles and display names (health visitor, school nurse, "
+        "GP) join the view's people where the record is disclosed. " + _RECORD_RULES
+    },
+    "RelatedPerson": {
+        "documentation": "health.related_person, about the Patient named by patient. The person's name, birth date "
+        "and coded relationship join the view's people where the record is disclosed. " + _RECORD_RULES
+    },
+    "Appointment": {
+        "documentation": "health.appointment, about the Patient among its participants' actors. status noshow is "
+        "shown as 'was not brought'. " + _RECORD_RULES
+    },
+    "DocumentReference": {
+        "documentation": "health.document. Metadata only: attachment data is dropped before the record is stored "
+        "(its contentType, size, hash, title and url are kept). " + _RECORD_RULES
     },
     "Consent": {
         "documentation": "A consent decision about sharing a child's records, stored in the gateway's consent registry "
@@ -256,8 +304,16 @@ def capability_statement(*, token_endpoint: str) -> dict[str, Any]:
                     f"at {token_endpoint}",
                 },
                 "resource": [
-                    {"type": name, "interaction": [{"code": "update"}], **_DOCUMENTATION.get(name, {})}
+                    {
+                        "type": name,
+                        "interaction": [{"code": "update"}],
+                        **_DOCUMENTATION.get(name, {"documentation": _RECORD_RULES}),
+                    }
                     for name in SUPPORTED
+                ]
+                + [
+                    {"type": name, "interaction": [{"code": "update"}], "documentation": _GENERIC_DOCUMENTATION}
+                    for name in GENERIC
                 ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
             }
@@ -268,14 +324,21 @@ def capability_statement(*, token_endpoint: str) -> dict[str, Any]:
 
 
 class NhsFhirAdapter:
-    """FHIR R4 Bundles from NHS systems (UK Core Patients with NHS numbers, Encounters)."""
+    """FHIR R4 Bundles from NHS systems (UK Core Patients with NHS numbers, and records about them).
+
+    `classifier` labels what the source did not: the shipped code list, or the partnership's
+    extension of it (adapters/sensitivity.py).
+    """
 
     name = "nhs_fhir"
     media_types = frozenset(JSON_TYPES | XML_TYPES)
 
+    def __init__(self, classifier: Classifier = DEFAULT_CLASSIFIER) -> None:
+        self.classifier = classifier
+
     def parse(self, body: bytes, media_type: str, *, max_entries: int) -> Submission:
         """Parse a transaction or batch Bundle."""
-        return parse_bundle(body, media_type, max_entries=max_entries)
+        return parse_bundle(body, media_type, max_entries=max_entries, classifier=self.classifier)
 
     def render(self, submission: Submission, outcomes: Sequence[EntryOutcome]) -> Rendered:
         """Render the transaction-response or batch-response Bundle."""
@@ -497,7 +560,9 @@ def _source_version(resource: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def _entry(index: int, raw: dict[str, Any], patients: Mapping[str, str], *, prefix: str | None = None) -> Entry:
+def _entry(
+    index: int, raw: dict[str, Any], patients: Mapping[str, str], classifier: Classifier, *, prefix: str | None = None
+) -> Entry:
     path = prefix or f"Bundle.entry[{index}].resource"
     resource = raw.get("resource")
 
@@ -513,11 +578,6 @@ def _entry(index: int, raw: dict[str, Any], patients: Mapping[str, str], *, pref
         )
     if not isinstance(resource, dict):
         return rejected(Issue("error", "required", f"Bundle.entry[{index}].resource", "each entry needs a resource"))
-    if resource_type not in SUPPORTED:
-        return rejected(
-            Issue("error", "not-supported", path,
-                  f"resource type {resource_type} is not accepted yet; supported: {', '.join(SUPPORTED)}"),
-        )
     source_id = _source_record_id(resource, raw)
     if source_id is None:
         return rejected(
@@ -535,7 +595,7 @@ def _entry(index: int, raw: dict[str, Any], patients: Mapping[str, str], *, pref
         return _patient(index, resource, source_id, version, path)
     if resource_type == "Consent":
         return _consent(index, resource, source_id, version, path, patients)
-    return _encounter(index, resource, source_id, version, path, patients)
+    return _record(index, resource, source_id, version, path, patients, classifier)
 
 
 def _patient(index: int, resource: dict[str, Any], source_id: str, version: str, path: str) -> Entry:
@@ -590,58 +650,65 @@ def _patient(index: int, resource: dict[str, Any], source_id: str, version: str,
     return ClaimEntry(index, path, claim)
 
 
-def _encounter(
-    index: int, resource: dict[str, Any], source_id: str, version: str, path: str, patients: Mapping[str, str]
+def _record(
+    index: int,
+    resource: dict[str, Any],
+    source_id: str,
+    version: str,
+    path: str,
+    patients: Mapping[str, str],
+    classifier: Classifier,
 ) -> Entry:
-    reference = ((resource.get("subject") or {}).get("reference")) or ""
-    location = f"{path}.subject.reference"
-    if not reference:
-        issue = Issue("error", "required", location, "an Encounter must name its subject, a Patient")
+    """Read a record about a child (adapters/ukcore.py says what each type means), or say what is wrong."""
+    resource_type = resource["resourceType"]
+    reading = ukcore.read(resource)
+    if reading is None:
+        issue = Issue(
+            "error", "not-supported", path,
+            f"a {resource_type} is not a record about a child: the gateway stores resources that name the child "
+            "(a Patient) as their subject, patient, for or beneficiary",
+        )
         return RejectedEntry(index, path, (issue,))
-    subject = patients.get(reference)
+    location = f"{path}.{reading.subject_element}"
+    if reading.subject is None:
+        issue = Issue(
+            "error", "required", f"{location}.reference", f"a {resource_type} must name its {reading.subject_element}, a Patient"
+        )
+        return RejectedEntry(index, path, (issue,))
+    subject = _subject_of(reading.subject, patients)
     if subject is None:
-        relative = re.fullmatch(r"Patient/[A-Za-z0-9\-\.]{1,64}", reference)
-        if relative:
-            subject = reference  # the gateway checks that this client pushed that Patient before
-        else:
-            code, message = (
-                ("value", "the subject must be a Patient")
-                if re.fullmatch(r"[A-Z][A-Za-z]+/.+", reference)
-                else ("not-found", "the subject reference matches no Patient in this Bundle")
-            )
-            return RejectedEntry(index, path, (Issue("error", code, location, message),))
+        reference = str(reading.subject.get("reference") or "")
+        code, message = (
+            ("value", f"the {reading.subject_element} must be a Patient")
+            if re.fullmatch(r"[A-Z][A-Za-z]+/.+", reference)
+            else ("not-found", f"the {reading.subject_element} reference matches no Patient in this Bundle")
+        )
+        return RejectedEntry(index, path, (Issue("error", code, f"{location}.reference", message),))
     try:
-        occurred_at = _utc(_datetime((resource.get("period") or {}).get("start")))
+        occurred_at = _utc(_datetime(reading.occurred))
     except OverflowError:
-        issue = Issue("error", "value", f"{path}.period.start", "the start must lie between the years 1 and 9999 in UTC")
+        issue = Issue("error", "value", f"{path}.{reading.occurred_element}", "the time must lie between the years 1 and 9999 in UTC")
         return RejectedEntry(index, path, (issue,))
     labels, detrimental, mark_issues = _sharing_marks(resource, path)
     if mark_issues:
         return RejectedEntry(index, path, tuple(mark_issues))
-    encounter_class = resource.get("class") or {}
-    type_codings = [c for t in resource.get("type") or [] for c in t.get("coding") or []]
-    # What the source did not label, the shipped code list does (adapters/sensitivity.py): the
-    # encounter's type, reasons and service type.
-    reason_codings = [c for r in resource.get("reasonCode") or [] for c in r.get("coding") or []]
-    service_codings = (resource.get("serviceType") or {}).get("coding") or []
-    labels = labels | DEFAULT_CLASSIFIER.labels_for([*type_codings, *reason_codings, *service_codings])
-    emergency = encounter_class.get("code") == EMERGENCY_CLASS or any(
-        c.get("code") in EMERGENCY_TYPES for c in type_codings
-    )
     record = InboundRecord(
         source_record_id=source_id,
         source_version=version,
-        kind="encounter",
-        category="health.urgent_care" if emergency else "health.encounter",
+        kind=reading.kind,
+        category=reading.category,
         occurred_at=occurred_at,
-        summary=_encounter_summary(encounter_class, type_codings),
-        security_labels=labels,
-        entered_in_error=resource.get("status") == "entered-in-error",
+        summary=reading.summary,
+        # What the source did not label, the code list does (adapters/sensitivity.py): it only adds.
+        security_labels=labels | classifier.labels_for(reading.codings),
+        entered_in_error=reading.retracted,
         subject_ref=subject,
-        payload=resource,
+        payload=reading.payload if reading.payload is not None else resource,
         detrimental=detrimental,
+        people=reading.people,
+        alert=reading.alert,
     )
-    return RecordEntry(index, path, location, record)
+    return RecordEntry(index, path, f"{location}.reference", record)
 
 
 # A Patient named by a relative reference: one this client pushed before (the gateway checks).
@@ -968,16 +1035,6 @@ def _sharing_marks(resource: dict[str, Any], path: str) -> tuple[frozenset[str],
                 # knows, and dropping a local system's "PSY" would show the record more widely.
                 labels.add(code)
     return frozenset(labels), detrimental, issues
-
-
-def _encounter_summary(encounter_class: dict[str, Any], type_codings: list[dict[str, Any]]) -> str:
-    # Built from coded displays only: free text in a record may say more than a summary should.
-    kind = (encounter_class.get("display") or encounter_class.get("code") or "").strip()
-    if kind.lower().endswith("encounter"):  # v3 ActCode displays such as "inpatient encounter"
-        kind = kind[: -len("encounter")].strip()
-    head = f"{kind[:1].upper()}{kind[1:]} encounter" if kind else "Encounter"
-    detail = next((c.get("display") for c in type_codings if c.get("display")), None)
-    return f"{head}: {detail}" if detail else head
 
 
 def _preferred(values: list[dict[str, Any]], use: str) -> dict[str, Any]:

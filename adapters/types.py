@@ -80,6 +80,19 @@ class SchoolPlacement:
 
 
 @dataclass(frozen=True)
+class HealthAlert:
+    """A CP-IS style flag a health record raises: the view's key facts show it where it is disclosed.
+
+    `code` names the flag (adapters/ukcore.py, ALERT_CODES); `active` is the Flag's status.
+    """
+
+    code: Literal["child-protection-plan", "looked-after", "unborn-child-protection-plan"]
+    active: bool
+    start: date | None = None
+    end: date | None = None
+
+
+@dataclass(frozen=True)
 class InboundRecord:
     """One shared fact about a child, normalised, with its original payload.
 
@@ -94,7 +107,8 @@ class InboundRecord:
     - `people` and `locations`: who and where the record involves (the view's people section);
     - `notice`: an Operation Encompass notice for the child's school, written for a DSL to read
       (the school sees this, never the record behind it);
-    - `school`: the placement an education record states (enrolment, EHE, CME).
+    - `school`: the placement an education record states (enrolment, EHE, CME);
+    - `alert`: the CP-IS style flag a health Flag raises (child protection plan, looked after).
     """
 
     source_record_id: str
@@ -115,6 +129,7 @@ class InboundRecord:
     locations: tuple[str, ...] = ()
     notice: str | None = None
     school: SchoolPlacement | None = None
+    alert: HealthAlert | None = None
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.loaded_policy = read_policy(settings.policy_path)
     app.state.policy = app.state.loaded_policy.policy
     app.state.routing = routing_for(settings, app.state.policy)
+    # Read and checked here too: a code list naming a label the policy does not know stops the start.
+    app.state.classifier = settings.load_classifier()
 
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware)

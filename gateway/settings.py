@@ -8,8 +8,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.sensitivity import Classifier, load_classifier
 from gateway.kit.db import DatabaseLimits
 from policies import Policy, default_policy, load_policy
+from policies.model import GENDER_IDENTITY_LABELS, SPECIAL_CATEGORY_LABELS
 
 
 class Settings(BaseSettings):
@@ -27,6 +29,11 @@ class Settings(BaseSettings):
     )
     policy_path: Path | None = Field(
         default=None, description="The partnership's ISA YAML file; the shipped default when unset."
+    )
+    sensitivity_codes_path: Path | None = Field(
+        default=None,
+        description="The partnership's own sensitivity code list (JSON, the shape of adapters/sensitivity_codes.json), "
+        "added to the shipped list; the shipped list alone when unset.",
     )
     issuer: str = Field(
         default="http://127.0.0.1:8000",
@@ -135,6 +142,21 @@ class Settings(BaseSettings):
     def load_policy(self) -> Policy:
         """Return the ISA these settings name (GATEWAY_POLICY_PATH), or the one shipped."""
         return load_policy(self.policy_path) if self.policy_path else default_policy()
+
+    def load_classifier(self) -> Classifier:
+        """Return the sensitivity classifier: the shipped code list, extended by the partnership's.
+
+        Raises ValueError when the file is not a code list or names a label the policy does not know
+        (a label the engine does not act on would leave the record it was meant to protect open).
+        """
+        classifier = load_classifier(self.sensitivity_codes_path)
+        unknown = classifier.labels - set(SPECIAL_CATEGORY_LABELS) - GENDER_IDENTITY_LABELS
+        if unknown:
+            raise ValueError(
+                f"{self.sensitivity_codes_path}: labels {', '.join(sorted(unknown))} are not special categories the "
+                f"policy knows ({', '.join(sorted([*SPECIAL_CATEGORY_LABELS, *GENDER_IDENTITY_LABELS]))})"
+            )
+        return classifier
 
     def audit_deferred(self) -> bool:
         """Say whether commits stage their audit events for the integrator (see audit_append)."""

@@ -78,6 +78,23 @@ class RecordKind(StrEnum):
     ENCOUNTER = "encounter"
     # A FHIR Consent: stored in the consent registry (gateway/consents), never as an item.
     CONSENT = "consent"
+    # health: UK Core R4 resources (adapters/ukcore.py maps each resource type to one of these)
+    CONDITION = "condition"
+    OBSERVATION = "observation"
+    FLAG = "flag"
+    CARE_TEAM = "care_team"
+    RELATED_PERSON = "related_person"
+    EPISODE_OF_CARE = "episode_of_care"
+    APPOINTMENT = "appointment"
+    IMMUNIZATION = "immunization"
+    ALLERGY_INTOLERANCE = "allergy_intolerance"
+    MEDICATION = "medication"
+    PROCEDURE = "procedure"
+    DOCUMENT_REFERENCE = "document_reference"
+    QUESTIONNAIRE_RESPONSE = "questionnaire_response"
+    # Any other valid FHIR resource about a child (it names a Patient as its subject or patient),
+    # stored and summarised generically.
+    HEALTH_RECORD = "health_record"
     # police (adapters/police)
     INCIDENT = "incident"
     DOMESTIC_ABUSE_NOTIFICATION = "domestic_abuse_notification"
@@ -104,6 +121,15 @@ CATEGORIES = frozenset(
         "health.flag",
         "health.care_team",
         "health.related_person",
+        "health.episode_of_care",
+        "health.appointment",
+        "health.immunisation",
+        "health.allergy",
+        "health.medication",
+        "health.procedure",
+        "health.document",
+        "health.questionnaire_response",
+        "health.other",
         "police.incident",
         "police.domestic_abuse",
         "police.missing_episode",
@@ -120,7 +146,9 @@ CATEGORIES = frozenset(
 )
 
 
-# FHIR v3 ActCode sensitivity codes, and confidentiality R (restricted) / V (very restricted).
+# The HL7 v3 ActCode information sensitivity codes (the value set v3-ActInformationSensitivityPolicy,
+# and the two role sensitivities that matter for a child: ADOL, PRS), and confidentiality R
+# (restricted) / V (very restricted). Each is a special category: withheld unless a rule names it.
 SPECIAL_CATEGORY_LABELS = {
     "SEX": "sexual health",
     "STD": "sexually transmitted infection",
@@ -130,6 +158,23 @@ SPECIAL_CATEGORY_LABELS = {
     "R": "restricted (confidentiality R)",
     "V": "very restricted (confidentiality V)",
     "GDIS": "genetic disease information",
+    "BH": "behavioural health",
+    "MH": "mental health",
+    "PSYTHPN": "psychotherapy notes",
+    "COGN": "cognitive disability",
+    "DVD": "developmental disability",
+    "EMOTDIS": "emotional disturbance",
+    "SUD": "substance use disorder",
+    "ETHUD": "alcohol use disorder",
+    "OPIOIDUD": "opioid use disorder",
+    "SDV": "sexual assault, abuse or domestic violence",
+    "SCA": "sickle cell",
+    "SICKLE": "sickle cell",
+    "MST": "military sexual trauma",
+    "SPI": "specially protected information",
+    "TBOO": "taboo",
+    "ADOL": "adolescent information",
+    "PRS": "sensitive at the patient's request",
 }
 # Gender identity history: disclosing it can be an offence (Gender Recognition Act 2004 s22). No
 # v3 ActCode code covers it (GDIS is genetic disease information, a special category above), so

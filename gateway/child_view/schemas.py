@@ -64,6 +64,17 @@ class TeamRead(BaseModel):
     local_authority: str
 
 
+class HealthFlagRead(BaseModel):
+    """A CP-IS style flag a health system raised (a FHIR Flag), shown only where its record is disclosed."""
+
+    code: str = Field(description="child-protection-plan, looked-after or unborn-child-protection-plan.")
+    label: str
+    since: date | None
+    until: date | None
+    agency: Agency
+    item_id: uuid.UUID
+
+
 class KeyFactsRead(BaseModel):
     """The facts a strategy meeting needs first (CP-IS flags join them with the health adapter)."""
 
@@ -77,6 +88,11 @@ class KeyFactsRead(BaseModel):
     )
     looked_after: bool = Field(description="The case records the child as looked after by the local authority.")
     looked_after_since: date | None = Field(description="Since when the child is looked after, if recorded.")
+    health_flags: list[HealthFlagRead] = Field(
+        default_factory=list,
+        description="CP-IS style flags in force (active, period covering today) on health records this viewer is "
+        "shown: child protection plan, looked after, unborn baby child protection plan.",
+    )
 
 
 class DecisionRead(BaseModel):

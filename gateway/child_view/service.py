@@ -17,12 +17,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from adapters import IdentityClaim
+from adapters.ukcore import ALERT_CODES
 from audit import AuditAction, ItemDecisionRef, Outcome, ReviewReason
 from gateway.auth.principal import Principal
 from gateway.cases import repository as cases_repository
@@ -60,6 +61,7 @@ from policies import (
     OverrideFact,
     Policy,
     Purpose,
+    RecordStatus,
     Relationship,
     Viewer,
     decide,
@@ -75,6 +77,7 @@ from .schemas import (
     ConsentStateRead,
     DecisionRead,
     IdentityRead,
+    HealthFlagRead,
     KeyFactsRead,
     LinkingEventRead,
     LinkingRead,
@@ -269,6 +272,7 @@ def project(aggregate: ChildAggregate, decided: Decided, *, policy: Policy, purp
                 child_protection_plan=None if aggregate.case is None else ChildProtectionPlanRead.of_case(aggregate.case),
                 looked_after=aggregate.case is not None and aggregate.case.looked_after,
                 looked_after_since=None if aggregate.case is None else aggregate.case.looked_after_since,
+                health_flags=_health_flags(shown, details, today=aggregate.at.date()),
             ),
             timeline=_timeline(aggregate, shown, details),
             people=[
@@ -449,6 +453,26 @@ def _details(aggregate: ChildAggregate, shown: Decided) -> dict[uuid.UUID, ItemD
         for item, _decision in shown
         if item.sealed_detail is not None
     }
+
+
+_ALERT_LABELS: dict[str, str] = {str(code): label for code, label in ALERT_CODES.items()}
+
+
+def _health_flags(shown: Decided, details: dict[uuid.UUID, ItemDetail], *, today: date) -> list[HealthFlagRead]:
+    """The CP-IS style flags in force on the shown records: active, and their period covering today."""
+    flags = []
+    for item, decision in shown:
+        alert = details[item.id].alert if item.id in details else None
+        if alert is None or not alert.active or item.status is not RecordStatus.CURRENT or "summary" in decision.redacted_fields:
+            continue
+        if (alert.start is None or alert.start <= today) and (alert.end is None or today <= alert.end):
+            flags.append(
+                HealthFlagRead(
+                    code=alert.code, label=_ALERT_LABELS.get(alert.code, alert.code),
+                    since=alert.start, until=alert.end, agency=item.agency, item_id=item.id,
+                )
+            )
+    return flags
 
 
 def _timeline(aggregate: ChildAggregate, shown: Decided, details: dict[uuid.UUID, ItemDetail]) -> list[TimelineEntry]:

@@ -42,10 +42,14 @@ POLICE_KINDS = [RecordKind.IDENTITY, RecordKind.INCIDENT, RecordKind.DOMESTIC_AB
                 RecordKind.MISSING_EPISODE, RecordKind.CUSTODY, RecordKind.INTELLIGENCE]
 EDUCATION_KINDS = [RecordKind.IDENTITY, RecordKind.ENROLMENT, RecordKind.ATTENDANCE, RecordKind.EXCLUSION,
                    RecordKind.SAFEGUARDING_CONCERN, RecordKind.EDUCATION_NOTICE]
+# Every health record kind the FHIR adapter files (adapters/ukcore.py), and the identity claims.
+HEALTH_KINDS = [RecordKind.IDENTITY, RecordKind.ENCOUNTER, RecordKind.CONDITION, RecordKind.OBSERVATION, RecordKind.FLAG,
+                RecordKind.CARE_TEAM, RecordKind.RELATED_PERSON, RecordKind.EPISODE_OF_CARE, RecordKind.APPOINTMENT,
+                RecordKind.IMMUNIZATION, RecordKind.ALLERGY_INTOLERANCE, RecordKind.MEDICATION, RecordKind.PROCEDURE,
+                RecordKind.DOCUMENT_REFERENCE, RecordKind.QUESTIONNAIRE_RESPONSE, RecordKind.HEALTH_RECORD]
 DEMO_CLIENTS = [
-    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH,
-     [RecordKind.IDENTITY, RecordKind.ENCOUNTER, RecordKind.CONSENT]),
-    (GP, "Riverside Medical Practice GP system", Agency.HEALTH, [RecordKind.IDENTITY, RecordKind.ENCOUNTER]),
+    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH, [*HEALTH_KINDS, RecordKind.CONSENT]),
+    (GP, "Riverside Medical Practice GP system", Agency.HEALTH, HEALTH_KINDS),
     (POLICE, "Northshire Police records management system", Agency.POLICE, POLICE_KINDS),
     (SCHOOLS, "Northshire schools MIS", Agency.EDUCATION, EDUCATION_KINDS),
 ]

@@ -37,7 +37,7 @@ from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import ChildErased, DataKeyring, seal_value
 from gateway.kit.db import insert_all, lock_all_for_transaction
 from gateway.kit.errors import ErrorDetail, Forbidden, GatewayError
-from gateway.models import Client, Item, ItemContent, ItemDetail, PersonDetail, SchoolPlacement
+from gateway.models import AlertDetail, Client, Item, ItemContent, ItemDetail, PersonDetail, SchoolPlacement
 from gateway.notifications.routing import FiledRecord, Routing, RoutingScope, route
 from gateway.models.base import utcnow
 from policies import CATEGORIES, Agency, ConsentStatus, Purpose, RecordKind, RecordStatus
@@ -502,9 +502,10 @@ def _consent_issues(terms: ConsentTerms, location: str) -> list[Issue]:
 
 
 def _sealed_detail(data_key: bytes, item_id: uuid.UUID, record: InboundRecord) -> bytes | None:
-    """Seal the people, locations and grading a record carries; None when it carries none."""
-    if not (record.people or record.locations or record.grading):
+    """Seal the people, locations, grading and flag a record carries; None when it carries none."""
+    if not (record.people or record.locations or record.grading or record.alert):
         return None
+    alert = record.alert
     detail = ItemDetail(
         people=tuple(
             PersonDetail(role=p.role, name=p.name, birth_date=p.birth_date, relationship=p.relationship)
@@ -512,6 +513,7 @@ def _sealed_detail(data_key: bytes, item_id: uuid.UUID, record: InboundRecord) -
         ),
         locations=record.locations,
         grading=record.grading,
+        alert=None if alert is None else AlertDetail(code=alert.code, active=alert.active, start=alert.start, end=alert.end),
     )
     return seal_value(data_key, detail, ItemDetail, context=Item.context_for(item_id, "detail"))
 

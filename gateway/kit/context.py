@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from adapters.sensitivity import Classifier
 from audit import Actor, NoteSigner
 from gateway.notifications.routing import Routing
 from gateway.settings import Settings
@@ -49,6 +50,11 @@ async def get_policy(request: Request) -> Policy:
     return _built(request, "policy", Policy)
 
 
+async def get_classifier(request: Request) -> Classifier:
+    """Return the sensitivity classifier (the shipped code list and the partnership's own)."""
+    return _built(request, "classifier", Classifier)
+
+
 async def get_routing(request: Request) -> Routing:
     """Return how new records are routed to inboxes (the ISA, when a school day starts)."""
     return _built(request, "routing", Routing)
@@ -84,6 +90,7 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 Keyring = Annotated[DataKeyring, Depends(get_keyring)]
 ActivePolicy = Annotated[Policy, Depends(get_policy)]
 ActiveRouting = Annotated[Routing, Depends(get_routing)]
+SensitivityClassifier = Annotated[Classifier, Depends(get_classifier)]
 AuditSigner = Annotated[NoteSigner, Depends(get_audit_signer)]
 DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 AnonymousAuditor = Annotated[Auditor, Depends(get_anonymous_auditor)]

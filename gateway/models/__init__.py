@@ -14,13 +14,14 @@ from .inbox import (
     TeamWebhook,
     WebhookDelivery,
 )
-from .item import Item, ItemContent, ItemDetail, PersonDetail
+from .item import AlertDetail, Item, ItemContent, ItemDetail, PersonDetail
 from .policy import PolicyVersion
 from .review import ReviewEntry, ReviewOutcome, ReviewStatus
 from .sharing import BreakGlass, RequestStatus, SeeRequest
 from .team import Case, PlanCategory, Team, TeamMember
 
 __all__ = [
+    "AlertDetail",
     "Base",
     "BreakGlass",
     "Case",

@@ -35,14 +35,26 @@ class PersonDetail(BaseModel):
     relationship: str | None = None
 
 
+class AlertDetail(BaseModel):
+    """A CP-IS style flag a health record raises (adapters/ukcore.py): a key fact where disclosed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    active: bool
+    start: date | None = None
+    end: date | None = None
+
+
 class ItemDetail(BaseModel):
-    """What the view shows of an item besides its summary: who and where, and its grading."""
+    """What the view shows of an item besides its summary: who and where, its grading, its flag."""
 
     model_config = ConfigDict(frozen=True)
 
     people: tuple[PersonDetail, ...] = ()
     locations: tuple[str, ...] = ()
     grading: str | None = None
+    alert: AlertDetail | None = None
 
 
 class Item(SourceVersionedMixin, SealedRowMixin, UUIDPrimaryKey, Base):

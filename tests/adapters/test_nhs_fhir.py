@@ -394,15 +394,15 @@ def test_partial_birth_date_and_short_postcode_are_kept_honest() -> None:
     assert no_address.postcode is None and no_address.address_lines == ()
 
 
-def test_unsupported_type_and_read_methods_are_named() -> None:
-    observation = {"resourceType": "Observation", "id": "o1", "status": "final",
-                   "code": {"text": "x"}}
-    parsed = parse(bundle(observation))
+def test_a_resource_about_no_child_and_read_methods_are_named() -> None:
+    practitioner = {"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "Example"}]}
+    parsed = parse(bundle(practitioner))
     get = json.loads(bundle(patient()))
     get["entry"][0]["request"] = {"method": "GET", "url": "Patient/p1"}
 
     issue = only_issue(parsed.entries[0])
-    assert issue.code == "not-supported" and "Observation" in issue.message and "Patient" in issue.message
+    assert issue.code == "not-supported" and "Practitioner" in issue.message and "Patient" in issue.message
+    assert issue.location == "Bundle.entry[0].resource"
     assert only_issue(parse(json.dumps(get).encode()).entries[0]).location == (
         "Bundle.entry[0].request.method"
     )
@@ -673,7 +673,13 @@ def test_describe_gives_a_capability_statement_naming_the_token_endpoint() -> No
     (rest,) = statement["rest"]
     assert rest["mode"] == "server"
     assert token_endpoint in rest["security"]["description"]
-    assert [resource["type"] for resource in rest["resource"]] == ["Patient", "Encounter", "Consent"]
+    types = [resource["type"] for resource in rest["resource"]]
+    assert types[:3] == ["Patient", "Consent", "Encounter"] and len(types) == len(set(types))
+    assert {"Condition", "Observation", "Flag", "CareTeam", "RelatedPerson", "EpisodeOfCare", "Appointment",
+            "Immunization", "AllergyIntolerance", "MedicationStatement", "MedicationRequest", "Procedure",
+            "DocumentReference", "QuestionnaireResponse", "DiagnosticReport"} <= set(types)
+    assert "Practitioner" not in types and "Organization" not in types  # refused: not about a child
+    assert all(resource["documentation"] for resource in rest["resource"])
     assert {interaction["code"] for interaction in rest["interaction"]} == {"transaction", "batch"}
     assert statement == capability_statement(token_endpoint=token_endpoint)
 
@@ -726,14 +732,24 @@ def test_uk_core_encounter_parses_with_its_patient() -> None:
     assert "encounter encounter" not in record.summary
 
 
-@pytest.mark.parametrize("name", ["UKCore-Bundle-Batch-Example.xml", "UKCore-Bundle-BatchPOST-Example.xml"])
-def test_uk_core_batches_give_clear_not_supported_issues(name: str) -> None:
-    parsed = parse((CONFORMANCE / name).read_bytes(), "application/fhir+xml")
+def test_uk_core_read_batch_gives_clear_not_supported_issues() -> None:
+    parsed = parse((CONFORMANCE / "UKCore-Bundle-Batch-Example.xml").read_bytes(), "application/fhir+xml")
 
     assert parsed.label == "batch" and not parsed.atomic
     assert parsed.entries and all(
-        isinstance(e, RejectedEntry) and e.issues and e.issues[0].code == "not-supported" for e in parsed.entries
+        isinstance(e, RejectedEntry) and e.issues and e.issues[0].code == "not-supported"
+        and e.issues[0].location.endswith(".request.method")
+        for e in parsed.entries
     )
+
+
+def test_uk_core_post_batch_of_observations_is_read() -> None:
+    parsed = parse((CONFORMANCE / "UKCore-Bundle-BatchPOST-Example.xml").read_bytes(), "application/fhir+xml")
+
+    records = [record_of(entry) for entry in parsed.entries]
+    assert len(records) == 5 and {r.kind for r in records} == {"observation"}
+    assert all(r.summary.startswith("Observation: Blood pressure: Systolic arterial pressure") for r in records)
+    assert all(r.category == "health.observation" and r.occurred_at is not None for r in records)
 
 
 def test_outcome_and_response_bundle_are_valid_fhir() -> None:
