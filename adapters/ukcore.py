@@ -105,7 +105,9 @@ def _day(value: Any) -> str | None:
 
 def _join(head: str, *parts: str | None) -> str:
     tail = "; ".join(p for p in parts if p)
-    return f"{head}: {tail}" if tail else head
+    if not tail:
+        return head
+    return f"{head}; {tail}" if ": " in head else f"{head}: {tail}"
 
 
 def _reading(

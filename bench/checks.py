@@ -51,10 +51,18 @@ def check_storage(engine: Engine, ledger: Ledger, report: Report) -> int:
     with engine.connect() as connection:
         children = connection.scalar(select(func.count()).select_from(Child)) or 0
         identifiers = connection.scalar(select(func.count()).select_from(ChildIdentifier)) or 0
+        numbered = connection.scalar(select(func.count(func.distinct(ChildIdentifier.child_id)))) or 0
     report.check(
         "one child per NHS number",
-        children == identifiers == len(ledger.nhs_numbers),
-        f"{children:,} children, {identifiers:,} child identifiers, "
+        numbered == identifiers == len(ledger.nhs_numbers),
+        f"{numbered:,} children with an NHS number, {identifiers:,} child identifiers, "
         f"{len(ledger.nhs_numbers):,} distinct NHS numbers pushed",
+    )
+    # A Patient without an NHS number makes a child of its own, or joins one it scores as.
+    report.check(
+        "children without an NHS number: at most one per Patient pushed without one",
+        children - numbered <= ledger.unnumbered_patients,
+        f"{children - numbered:,} children without an NHS number, "
+        f"{ledger.unnumbered_patients:,} Patients pushed without one",
     )
     return item_rows

@@ -131,6 +131,7 @@ class Ledger:
     identities_created: int = 0
     items_created: int = 0  # Encounter entries answered 201 Created
     nhs_numbers: set[str] = field(default_factory=set)
+    unnumbered_patients: int = 0  # Patients acknowledged without an NHS number (the large Bundle's)
     resources: int = 0
 
     def acknowledge(self, client_id: str, push: Push, entries: list[tuple[str, str]]) -> None:
@@ -146,6 +147,7 @@ class Ledger:
                 self.items.add(key)
                 self.items_created += int(created)
         self.nhs_numbers.update(push.nhs_numbers)
+        self.unnumbered_patients += push.types.count("Patient") - len(push.nhs_numbers)
         self.resources += push.resources
 
     def merge(self, other: Ledger) -> None:
@@ -155,6 +157,7 @@ class Ledger:
         self.identities_created += other.identities_created
         self.items_created += other.items_created
         self.nhs_numbers |= other.nhs_numbers
+        self.unnumbered_patients += other.unnumbered_patients
         self.resources += other.resources
 
 

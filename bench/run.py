@@ -5,6 +5,8 @@ Phases, in order (4 and 8 are the gateway's measured speed; 7 and 9 are measured
 2. the fhir.resources ceiling, in this process, before the server starts;
 3. warm-up: a few pushes, not measured, so that the measured phase meets a warm server;
 4. MEASURED ingest: 8 pusher threads over HTTP, 25 Bundles of 100 resources each;
+4b. MEASURED, alone: the large Bundle, one transaction of 5,000 entries (bench/large_bundle.py):
+   time, resources per second, the serving worker's peak memory;
 5. background seeding (not a speed target): bigger Bundles (500 resources) from 4 pushers, over
    HTTP through the same gateway, until the database holds 100,000 items. The rows are real,
    sealed and audited, as pushed; fewer, larger pushes only save round trips and commits;
@@ -46,6 +48,7 @@ from tests.serving import audit_verify, gateway_env, log_tail, prepare, scratch_
 from .checks import check_storage
 from .client import REQUEST_TIMEOUT, Tokens, percentile
 from .inprocess import count_statements, fhir_ceiling, time_policy, view_event_size
+from .large_bundle import measure_large_bundle
 from .phase import Window, run_concurrently
 from .procstat import ServerProcesses, children, find_server, machine_facts
 from .pushes import (
@@ -115,6 +118,7 @@ class Partnership:
     seeders: list[Client]
     big_child_client: Client
     in_process_client: Client
+    large_bundle_client: Client
     team: Team
     member: TeamMember
 
@@ -286,10 +290,11 @@ def register(engine: Engine) -> Partnership:
         seeders = [make_client(session, client_id=f"bench-seeder-{n}")[0] for n in range(SEEDERS)]
         big_child_client = make_client(session, client_id="bench-big-child")[0]
         in_process_client = make_client(session, client_id="bench-in-process")[0]
+        large_bundle_client = make_client(session, client_id="bench-large-bundle")[0]
         team = make_team(session, name="Bench MACPT")
         member = add_member(session, team, agency="health", role="designated_nurse")
         session.commit()
-    return Partnership(pushers, seeders, big_child_client, in_process_client, team, member)
+    return Partnership(pushers, seeders, big_child_client, in_process_client, large_bundle_client, team, member)
 
 
 def new_children_pushes(bench: Bench, count: int, *, prefix: str, patients: int, per_child: int) -> list[Push]:
@@ -341,6 +346,7 @@ def served_phases(bench: Bench, measured: list[list[Push]]) -> None:
     """Run the phases that need the served gateway, in order; each later one needs the earlier ones."""
     warm_up(bench)
     measured_ingest(bench, measured)
+    measure_large_bundle(bench)
     seed(bench)
     if push_big_child(bench):
         count_push_statements(bench)

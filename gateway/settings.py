@@ -105,18 +105,33 @@ class Settings(BaseSettings):
     )
     service_name: str = "macpt-gateway"
     log_level: str = "INFO"
+    # 32 MiB: 5,000 entries of the richest UK Core examples (the RichardSmith Patient and the inpatient
+    # Encounter, alternating) measure 13.7 MiB as compact JSON and 26.1 MiB indented by two spaces.
     max_body_bytes: int = Field(
-        default=10 * 1024 * 1024, ge=1024, description="Largest push body accepted, in bytes (413 beyond)."
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest push body accepted, in bytes (413 with an OperationOutcome beyond, before the body is parsed). "
+            "The default takes a Bundle of max_bundle_entries realistic UK Core entries, indented."
+        ),
     )
     max_bundle_entries: int = Field(
-        default=1000, ge=1, description="Most entries one push may carry (413 beyond); split larger loads."
+        default=5000,
+        ge=1,
+        description=(
+            "Most entries one FHIR push may carry (413 with an OperationOutcome beyond); split larger loads. A "
+            "transaction of this many is stored all or nothing in one database transaction, whose locks are "
+            "bounded whatever its size (gateway/kit/db.py, lock striping); while it runs, other pushes of the same "
+            "client and pushes whose Patients are scored wait for it."
+        ),
     )
     max_atomic_records: int = Field(
         default=250,
         ge=1,
         description=(
-            "Most records an all-or-nothing police or education batch may carry (413 beyond): one transaction "
-            "holds a lock per record, identity and blocking key. Larger batches are stored in chunks."
+            "Most records an all-or-nothing police or education batch may carry (413 beyond): it is one "
+            "transaction, which holds other pushes of its client back while it runs. Larger batches are stored "
+            "in chunks."
         ),
     )
     max_csv_rows: int = Field(

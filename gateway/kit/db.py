@@ -8,6 +8,7 @@ timeout. A timeout or a busy database answers 503 with Retry-After, never a hang
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,14 +184,21 @@ def lock_all_for_transaction(
     stage as `names` taken in shared mode: held by many transactions at once, they exclude
     only those that take the same name exclusively (a name in both is taken exclusively).
     Every mode goes in the one key order, so the mix cannot deadlock.
+
+    Names of the kinds in STRIPED_KINDS (one per entry of a push) are striped, so that a push
+    of any size takes a bounded number of locks (see STRIPES). A transaction should lock each
+    family of those kinds in one call: a later call that turned a family's stripes from shared
+    to exclusive would upgrade a lock it holds, which can deadlock.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    exclusive = {_lock_key(parts) for parts in names}
-    first = sorted(exclusive | {_lock_key(parts) for parts in shared})
-    keys = first + sorted({_lock_key(parts) for parts in then} - set(first))
-    if keys:
-        modes = [key in exclusive or index >= len(first) for index, key in enumerate(keys)]
+    first = _stage_keys(names, shared)
+    later = _stage_keys(then, ())
+    for key in first.keys() & later.keys():
+        first[key] = later.pop(key) or first[key]
+    stages = sorted(first.items()) + sorted(later.items())
+    if stages:
+        keys, modes = [key for key, _ in stages], [mode for _, mode in stages]
         # unnest yields the arrays' elements in order, and the aggregate takes them as they come.
         session.execute(
             text(
@@ -200,6 +208,61 @@ def lock_all_for_transaction(
             ),
             {"keys": keys, "modes": modes},
         )
+
+
+# Lock striping. Each advisory lock a transaction holds takes a slot of PostgreSQL's shared lock
+# table, max_locks_per_transaction × max_connections slots for the whole server (64 × 100 on the
+# development server: PostgreSQL's defaults); running out fails the transaction with "out of
+# shared memory". A push took one lock per entry and, for a Patient without an NHS number, about
+# eight more (its blocking keys): a few thousand entries filled the table. Names of these kinds
+# are grouped in families (the name without its last part: ("item", client) for ("item", client,
+# record id)); each family has STRIPES stripes, a name's stripe a hash of it. In one call:
+#
+# - a family of at most EXACT_NAMES names takes each name's own lock (in its mode) and each of
+#   their stripes in shared mode: at most 2 × EXACT_NAMES locks. Such calls wait for one another
+#   only on a name they share, as before striping;
+# - a family of more names takes only their stripes, exclusively: at most STRIPES locks however
+#   many names. It excludes every transaction naming anything in those stripes, even where both
+#   wanted a name in shared mode: advisory locks have two modes, too few for a striped shared
+#   lock that lets shared takers pass and still stops an exclusive taker of one name (only the
+#   blocking keys of a large push of Patients with NHS numbers are such a case).
+#
+# So a call takes at most STRIPES (128) locks per family, and a push, which names at most six
+# families (its client's identities, items and consents, NHS numbers, UPNs, blocking keys), at
+# most 768 whatever its size; a 5,000-entry push of Patients without NHS numbers takes 3 × 128.
+# The price is false sharing: a large push holds about every stripe of its families until it
+# commits, so another push of the same client, or any push whose Patients are scored (blocking
+# keys are everyone's), waits for it (up to lock_timeout, then 503 with Retry-After) even when
+# the two share no record. Pushes of different clients meet only on identifiers and blocking
+# keys, so a 100-entry Bundle of a few Patients (95 items: striped, but its client's own) waits
+# no more than before. Stripes and names are keys in the one ascending order of their stage,
+# so the deadlock-freedom argument above is unchanged. Every process must stripe alike: a
+# transaction locking a name exactly does not meet one that locks only its stripe.
+STRIPED_KINDS = frozenset({"identity", "identifier", "block", "item", "consent"})
+STRIPES = 128
+EXACT_NAMES = STRIPES // 2
+
+
+def _stage_keys(exclusive: Iterable[Sequence[str]], shared: Iterable[Sequence[str]]) -> dict[int, bool]:
+    """Return the keys a stage locks, each with whether it is taken exclusively."""
+    wanted = dict.fromkeys((tuple(parts) for parts in shared), False)
+    wanted.update(dict.fromkeys((tuple(parts) for parts in exclusive), True))
+    keys: dict[int, bool] = {}
+    families: dict[tuple[str, ...], list[tuple[tuple[str, ...], bool]]] = defaultdict(list)
+    for name, mode in wanted.items():
+        if name and name[0] in STRIPED_KINDS:
+            families[name[: max(1, len(name) - 1)]].append((name, mode))
+        else:
+            keys[_lock_key(name)] = mode
+    for family, members in families.items():
+        striped = len(members) > EXACT_NAMES
+        for name, mode in members:
+            key = _lock_key(name)
+            stripe = _lock_key(("\x1estripe", *family, str(key % STRIPES)))
+            keys[stripe] = keys.get(stripe, False) or striped
+            if not striped:
+                keys[key] = keys.get(key, False) or mode
+    return keys
 
 
 def _lock_key(parts: Sequence[str]) -> int:

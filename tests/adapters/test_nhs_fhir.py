@@ -748,7 +748,7 @@ def test_uk_core_post_batch_of_observations_is_read() -> None:
 
     records = [record_of(entry) for entry in parsed.entries]
     assert len(records) == 5 and {r.kind for r in records} == {"observation"}
-    assert all(r.summary.startswith("Observation: Blood pressure: Systolic arterial pressure") for r in records)
+    assert all(r.summary.startswith("Observation: Blood pressure; Systolic arterial pressure") for r in records)
     assert all(r.category == "health.observation" and r.occurred_at is not None for r in records)
 
 
