@@ -57,11 +57,22 @@ class Classifier:
                 by_snomed.setdefault(code, set()).add(label)
             for prefix in _strings(codes, "icd10_prefixes", label):
                 by_prefix.setdefault(_icd10(prefix), set()).add(label)
-            for position, coding in enumerate(codes.get("codes") or []):
+            listed = codes.get("codes", [])
+            if not isinstance(listed, list):
+                raise ValueError(f"labels.{label}.codes: a list of {{system, code}} objects is required")
+            for position, coding in enumerate(listed):
                 if not (isinstance(coding, Mapping) and isinstance(coding.get("system"), str)
-                        and isinstance(coding.get("code"), str) and coding["system"] and coding["code"]):
+                        and isinstance(coding.get("code"), str) and coding["system"] and coding["code"].strip()):
                     raise ValueError(f"labels.{label}.codes[{position}]: an object with a system and a code is required")
-                by_code.setdefault((coding["system"], coding["code"]), set()).add(label)
+                system, code = coding["system"], coding["code"].strip()
+                # A SNOMED CT or ICD-10 code listed here matches as it would under snomed or
+                # icd10_prefixes (an ICD-10 code then also covers its subdivisions).
+                if system == SNOMED:
+                    by_snomed.setdefault(code, set()).add(label)
+                elif system in ICD10_SYSTEMS:
+                    by_prefix.setdefault(_icd10(code), set()).add(label)
+                else:
+                    by_code.setdefault((system, code), set()).add(label)
         return cls(
             version=data["version"],
             by_snomed={code: frozenset(labels) for code, labels in by_snomed.items()},

@@ -34,6 +34,17 @@ ALERT_CODES: Mapping[AlertCode, str] = {
 
 # Elements that may name the Patient a generic resource is about, in the order looked at.
 _SUBJECT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
+# The types read generically: every R4 clinical type with a subject, patient, for or beneficiary
+# element that may name a Patient (tests check each against fhir.resources). Financial and
+# administrative types (Account, Claim, Coverage, Invoice…) are not a safeguarding record and are
+# refused, as is any type not listed here or in READERS.
+GENERIC_TYPES = (
+    "AdverseEvent", "Basic", "BodyStructure", "CarePlan", "ClinicalImpression", "Communication",
+    "CommunicationRequest", "Composition", "DetectedIssue", "Device", "DeviceRequest", "DeviceUseStatement",
+    "DiagnosticReport", "DocumentManifest", "FamilyMemberHistory", "Goal", "GuidanceResponse", "ImagingStudy",
+    "ImmunizationEvaluation", "ImmunizationRecommendation", "List", "Media", "NutritionOrder", "RequestGroup",
+    "RiskAssessment", "ServiceRequest", "Specimen", "SupplyDelivery", "Task", "VisionPrescription",
+)
 # The elements of a generic resource whose codes are summarised and classified.
 _GENERIC_CODES = ("code", "type", "category", "reasonCode", "serviceType", "vaccineCode", "medicationCodeableConcept")
 
@@ -55,6 +66,10 @@ class Reading:
     payload: dict[str, Any] | None = None  # the resource to store, when not the resource as sent
     retracted: bool = False  # status entered-in-error
     emergency: bool = False  # an A&E or urgent care attendance
+    # Other references that may be the Patient (element, Reference), tried in order when `subject`
+    # names none this push can resolve: an Appointment's participants are not typed by role, and
+    # an untyped urn:uuid actor may be the child or the clinician.
+    alternatives: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,8 @@ def _display_code(concept: Any) -> str | None:
 
 # Emergency attendances: v3 ActCode EMER, or SNOMED "Emergency department patient visit" /
 # "Emergency room admission". These are what a MACPT most needs to see first.
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+SNOMED = "http://snomed.info/sct"
 EMERGENCY_CLASS = "EMER"
 EMERGENCY_TYPES = frozenset({"4525004", "50849002"})
 
@@ -166,7 +183,10 @@ def _encounter(r: Mapping[str, Any]) -> Reading:
         f"at {provider}" if provider else None,
         f"discharged: {disposition}" if disposition else None,
     )
-    emergency = encounter_class.get("code") == EMERGENCY_CLASS or any(c.get("code") in EMERGENCY_TYPES for c in types)
+    # A class without a system is read as v3 ActCode, Encounter.class's bound value set.
+    emergency = (encounter_class.get("code") == EMERGENCY_CLASS and encounter_class.get("system") in (None, ACT_CODE)) or any(
+        c.get("code") in EMERGENCY_TYPES and c.get("system") == SNOMED for c in types
+    )
     return _reading(
         r, "encounter", "health.urgent_care" if emergency else "health.encounter", _Dates(("period.start",)), summary,
         [*types, *_codings(r.get("reasonCode")), *_codings(r.get("serviceType"))], emergency=emergency,
@@ -248,7 +268,8 @@ def _care_team(r: Mapping[str, Any]) -> Reading:
         if name:
             people.append(InvolvedPerson(role=role or "care team member", name=name, relationship="professional"))
     roles = sorted({p.role for p in people})
-    summary = _join(f"Care team: {r.get('name') or _display(r.get('category')) or 'care team'}", ", ".join(roles) or None,
+    # CareTeam.name is free text a person typed: the category's coded display is used instead.
+    summary = _join(f"Care team: {_display(r.get('category')) or 'care team'}", ", ".join(roles) or None,
                     None if r.get("status") in (None, "active") else _words(r.get("status")))
     return _reading(r, "care_team", "health.care_team", _Dates(("period.start",)), summary, _codings(r.get("category")),
                     people=tuple(people))
@@ -282,23 +303,33 @@ def _appointment(r: Mapping[str, Any]) -> Reading:
     status = r.get("status")
     # "Was not brought": a child does not miss an appointment, an adult fails to bring them.
     said = "was not brought" if status == "noshow" else _words(status)
-    subject, where = None, "participant"
-    for position, participant in enumerate(r.get("participant") or []):
-        actor = participant.get("actor") if isinstance(participant, Mapping) else None
-        if isinstance(actor, Mapping) and _names_patient(actor):
-            subject, where = actor, f"participant[{position}].actor"
-            break
+    candidates = [
+        (f"participant[{position}].actor", participant["actor"])
+        for position, participant in enumerate(r.get("participant") or [])
+        if isinstance(participant, Mapping) and isinstance(participant.get("actor"), Mapping)
+        and _names_patient(participant["actor"])
+    ]
+    # A reference that says it is a Patient first; then the untyped ones (urn:uuid), in order.
+    candidates.sort(key=lambda candidate: not _surely_patient(candidate[1]))
+    where, subject = candidates[0] if candidates else ("participant", None)
     summary = _join(f"Appointment: {what or 'not coded'}", said, _day(r.get("start")))
     return _reading(r, "appointment", "health.appointment", _Dates(("start", "created")), summary,
                     _codings(r.get("serviceType"), r.get("specialty"), r.get("appointmentType"), r.get("reasonCode")),
-                    subject_element=where, subject=subject)
+                    subject_element=where, subject=subject, alternatives=tuple(candidates[1:]))
 
 
 def _names_patient(reference: Mapping[str, Any]) -> bool:
+    """Whether a Reference may name a Patient: it says so, or (a urn:uuid, untyped) may be one."""
+    if reference.get("type") not in (None, "Patient"):
+        return False
+    return _surely_patient(reference) or str(reference.get("reference") or "").startswith("urn:uuid:")
+
+
+def _surely_patient(reference: Mapping[str, Any]) -> bool:
     text = str(reference.get("reference") or "")
     return (
         reference.get("type") == "Patient"
-        or text.startswith(("Patient/", "Patient?", "urn:uuid:"))
+        or text.startswith(("Patient/", "Patient?"))
         or (not text and (reference.get("identifier") or {}).get("system") == "https://fhir.nhs.uk/Id/nhs-number")
     )
 
@@ -359,6 +390,8 @@ def _questionnaire_response(r: Mapping[str, Any]) -> Reading:
 
 
 def _generic(r: Mapping[str, Any]) -> Reading | None:
+    if r.get("resourceType") not in GENERIC_TYPES:
+        return None
     element = next((e for e in _SUBJECT_ELEMENTS if isinstance(r.get(e), Mapping) and _names_patient(r[e])), None)
     if element is None:
         return None
@@ -394,6 +427,6 @@ READERS: Mapping[str, Callable[[Mapping[str, Any]], Reading]] = {
 
 
 def read(resource: Mapping[str, Any]) -> Reading | None:
-    """Read a resource about a child; None when it names no Patient it is about."""
+    """Read a resource about a child; None for a type the gateway does not keep, or one naming no Patient."""
     reader = READERS.get(str(resource.get("resourceType")))
     return reader(resource) if reader is not None else _generic(resource)

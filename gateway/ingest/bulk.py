@@ -1,12 +1,12 @@
 """Store a police or education batch in chunks: a bounded transaction per chunk of records.
 
 A batch of thousands of records (a school's termly attendance extract) in one transaction would
-hold a lock per record, per identity and per blocking key until the end: more than PostgreSQL's
-shared lock table holds (max_locks_per_transaction), and every other push touching those
-children would wait for the whole import. So a batch that is not all-or-nothing is stored
-`chunk` records per transaction, each committed before the next starts; the answer is still
-one outcome per record. An all-or-nothing batch is one transaction, and is limited in size
-(Settings.max_atomic_records) so that it stays within the lock table.
+hold its locks until the end (bounded in number by lock striping, gateway/kit/db.py, but a large
+family of names holds nearly every stripe of its kind), so every other push of its client, and
+every push scoring Patients, would wait for the whole import. So a batch that is not
+all-or-nothing is stored `chunk` records per transaction, each committed before the next starts;
+the answer is still one outcome per record. An all-or-nothing batch is one transaction, and is
+limited in size (Settings.max_atomic_records) so that others do not wait long behind it.
 
 If the database fails part-way (busy, lock timeout), the chunks already committed stay stored
 and every record from the failed chunk on is answered `rejected` with code `transient`: the
@@ -34,8 +34,8 @@ from .service import ingest
 
 log = logging.getLogger(__name__)
 
-# Records per transaction: a few thousand advisory locks at most (a record, its identity, its
-# blocking keys), well inside the default lock table, and a few hundred milliseconds of work.
+# Records per transaction: a few hundred milliseconds of work, so that a push waiting on this
+# import's locks (striped: gateway/kit/db.py) waits no longer than that.
 DEFAULT_CHUNK = 250
 # Chunks between looks at the planner's statistics (kit/db.refresh_statistics): a large import
 # can double a young database's tables before autovacuum looks.

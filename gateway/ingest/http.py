@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -66,14 +66,22 @@ def respond(rendered: Rendered) -> Response:
     )
 
 
-def adapter_error_renderer(adapter: Adapter) -> Renderer:
-    """Return the renderer that gives a route's errors in the adapter's own format."""
+def adapter_error_renderer(
+    adapter: Adapter, *, respond_with: Callable[[Rendered, Mapping[str, str]], Response] | None = None
+) -> Renderer:
+    """Return the renderer that gives a route's errors in the adapter's own format.
+
+    `respond_with` turns the rendered error and its headers into the response, where the adapter's
+    format has more than one encoding (FHIR JSON or XML, fhir_http.py); by default, JSON.
+    """
 
     def render(error: GatewayError) -> Response:
         issues = [Issue("error", e.code, e.location, e.message) for e in error.errors] or [
             Issue("error", error.fhir_code, "", error.detail)
         ]
         rendered = adapter.render_error(error.status, issues)
+        if respond_with is not None:
+            return respond_with(rendered, error.headers)
         return JSONResponse(
             rendered.body,
             status_code=rendered.status_code,

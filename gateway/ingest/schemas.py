@@ -124,8 +124,25 @@ FHIR_ERRORS: dict[int | str, dict[str, Any]] = {
     400: fhir_response("The body is not valid FHIR, or not the resource expected; nothing was stored."),
     401: fhir_response("No valid bearer token."),
     403: fhir_response("The token is not an agency system's, or the client is not active."),
+    406: fhir_response("The Accept header or _format names no format this server writes (always JSON)."),
     413: fhir_response("The body or its number of entries is over the limit; nothing was stored."),
     415: fhir_response("The Content-Type is not FHIR JSON or XML."),
     422: fhir_response("A transaction was refused as a whole (the issues name each entry); nothing was stored."),
     503: fhir_response("The database is busy; retry after the Retry-After seconds. Nothing was stored."),
 }
+
+DELETE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: FHIR_ERRORS[401],
+    403: fhir_response("The token is not an agency system's, the client is not active, or not registered for the "
+                       "record's kind."),
+    404: fhir_response("This client pushed no record of that type and id."),
+    405: fhir_response("A Patient or a Consent cannot be deleted (the OperationOutcome says what to do instead)."),
+    406: FHIR_ERRORS[406],
+    503: FHIR_ERRORS[503],
+}
+
+# How every FHIR route chooses its answer's format (gateway/ingest/fhir_http.py), for the document.
+NEGOTIATION = (
+    "Answers, errors included, are FHIR JSON or FHIR XML: as _format (json, xml, or a media type) or else the "
+    "Accept header asks, else in the format of the request body, else JSON (each documented here as JSON)."
+)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, NoReturn
 
 from opentelemetry import trace
@@ -29,6 +30,7 @@ from adapters import (
     Submission,
 )
 from adapters.fhir_consent import NHS_NUMBER_SUBJECT, ConsentTerms, InboundConsent
+from adapters.types import unresolved_issue
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
 from gateway.identity import repository as identity_repository
@@ -86,7 +88,7 @@ def ingest(
         span.set_attribute("gateway.submission", submission.label)
         span.set_attribute("gateway.entry_count", len(submission.entries))
         push = _Push(
-            session, principal, auditor, keyring, routing, submission, _active_client(session, principal, auditor)
+            session, principal, auditor, keyring, routing, submission, active_client(session, principal, auditor)
         )
         outcomes = push.store()
         push.audit(outcomes)
@@ -109,6 +111,10 @@ class _Push:
     tallies: Tallies = field(default_factory=lambda: defaultdict(_ChildTally))
     outcomes: dict[int, EntryOutcome] = field(default_factory=dict)
     data_keys: dict[uuid.UUID, bytes] = field(default_factory=dict)
+    # The identity versions this push linked (created or acknowledged), by entry, and when each was
+    # stored: read with the first subject lookup, or on their own when nothing is looked up.
+    claim_versions: dict[int, tuple[str, str]] = field(default_factory=dict)
+    identity_times: dict[tuple[str, str], datetime] | None = None
 
     def store(self) -> list[EntryOutcome]:
         """Store the entries: all or none for an atomic submission, else each that can be."""
@@ -148,6 +154,7 @@ class _Push:
             with tracer.start_as_current_span("route"):
                 scope = RoutingScope(frozenset(f.child_id for f in self.filed))
                 route(self.session, self.auditor, scope, self.routing, self.filed, self.data_keys)
+        self._stamp_identities()
         return [self.outcomes[index] for index in sorted(self.outcomes)]
 
     def audit(self, outcomes: list[EntryOutcome]) -> None:
@@ -189,11 +196,25 @@ class _Push:
         for index, result in linked.outcomes.items():
             if isinstance(result, LinkRefused):
                 self._reject(index, Issue("error", result.code, claims[index].location, str(result)))
-            elif result.created:
+                continue
+            self.claim_versions[index] = (claims[index].claim.source_record_id, claims[index].claim.source_version)
+            if result.created:
                 self.tallies[result.child_id].identities_created += 1
                 self.outcomes[index] = EntryOutcome(index, EntryStatus.CREATED)
             else:
-                self._unchanged(index, result.child_id)
+                self._unchanged(index, result.child_id, None)
+
+    def _stamp_identities(self) -> None:
+        """Give each identity entry the time its version was stored (the linking stores and acknowledges without one)."""
+        if not self.claim_versions:
+            return
+        if self.identity_times is None:
+            self._subjects(set())  # nothing else was looked up: one query for the times alone
+        times = self.identity_times or {}
+        for index, version in self.claim_versions.items():
+            outcome = self.outcomes[index]
+            if outcome.status is not EntryStatus.REJECTED:
+                self.outcomes[index] = replace(outcome, last_modified=times.get(version))
 
     def _file(self, records: dict[int, tuple[RecordEntry, RecordKind]]) -> None:
         if not records:
@@ -204,7 +225,7 @@ class _Push:
         # different new versions cannot both leave theirs current.
         lock_all_for_transaction(self.session, [("item", client_id, record_id) for record_id, _ in versions])
         stored = repository.get_stored_items(self.session, client_id=client_id, versions=versions)
-        stored_versions = {(row.source_record_id, row.source_version): row.child_id for row in stored}
+        stored_versions = {(row.source_record_id, row.source_version): row for row in stored}
         in_force = {row.source_record_id for row in stored if row.status != RecordStatus.SUPERSEDED}
 
         known = {row.source_record_id for row in stored}  # records with a version stored before
@@ -212,16 +233,12 @@ class _Push:
         for index, (entry, _kind) in sorted(records.items()):
             version = (entry.record.source_record_id, entry.record.source_version)
             if version in stored_versions:
-                self._unchanged(index, stored_versions[version])
+                self._unchanged(index, stored_versions[version].child_id, stored_versions[version].received_at)
             else:
                 new.setdefault(version, []).append(index)  # the same version twice in one push: stored once
         if not new:
             return
-        subjects = identity_repository.get_current_subjects(
-            self.session,
-            client_id=client_id,
-            source_record_ids={records[indexes[0]][0].record.subject_ref for indexes in new.values()},
-        )
+        subjects, ambiguous = self._subjects({records[indexes[0]][0].record.subject_ref for indexes in new.values()})
         self._unwrap_keys({child_id for _identity_id, child_id in subjects.values()})
         # Of several new versions of one record in this push, the last is in force.
         last_version = {version[0]: version for version in new}
@@ -233,7 +250,7 @@ class _Push:
             subject = subjects.get(entry.record.subject_ref)
             if subject is None or subject[1] not in self.data_keys:
                 for index in indexes:
-                    self._reject(index, _unfileable(records[index][0], subject))
+                    self._reject(index, _unfileable(records[index][0], subject, ambiguous))
                 continue
             identity_id, child_id = subject
             item_id = uuid.uuid4()
@@ -255,12 +272,13 @@ class _Push:
         repository.add_items(self.session, rows)
         if placements:
             insert_all(self.session, SchoolPlacement, placements)
+        received = {row["id"]: row["received_at"] for row in rows}
         for item_id, (child_id, indexes) in filed.items():
             first, *repeats = indexes
             self.tallies[child_id].items_created.append(str(item_id))
-            self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED)
+            self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED, last_modified=received[item_id])
             for index in repeats:
-                self._unchanged(index, child_id)
+                self._unchanged(index, child_id, received[item_id])
 
     def _file_consents(self, consents: dict[int, tuple[RecordEntry, InboundConsent]]) -> None:
         """File each new consent version in the registry under its child; a repeat is acknowledged, not stored.
@@ -278,12 +296,12 @@ class _Push:
         for index, (_entry, consent) in sorted(consents.items()):
             version = (consent.source_record_id, consent.source_version)
             if version in stored:
-                self._unchanged(index, stored[version])
+                self._unchanged(index, stored[version].child_id, stored[version].recorded_at)
             else:
                 new.setdefault(version, []).append(index)  # the same version twice in one push: stored once
         if not new:
             return
-        subjects = self._consent_subjects({consents[indexes[0]][1].subject_ref for indexes in new.values()})
+        subjects, ambiguous = self._subjects({consents[indexes[0]][1].subject_ref for indexes in new.values()})
         # An erased child has no key: nothing more is filed about them.
         self._unwrap_keys({child_id for _identity_id, child_id in subjects.values()})
         now = utcnow()
@@ -294,7 +312,7 @@ class _Push:
             subject = subjects.get(consent.subject_ref)
             if subject is None or subject[1] not in self.data_keys:
                 for index in indexes:
-                    self._reject(index, _unfileable(consents[index][0], subject))
+                    self._reject(index, _unfileable(consents[index][0], subject, ambiguous))
                 continue
             terms, consent_id, child_id = consent.terms, uuid.uuid4(), subject[1]
             rows.append(
@@ -322,9 +340,9 @@ class _Push:
         self._settle()
         repository.add_consents(self.session, rows)
         for consent_id, child_id, terms, (first, *repeats) in filed:
-            self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED)
+            self.outcomes[first] = EntryOutcome(first, EntryStatus.CREATED, last_modified=now)
             for index in repeats:
-                self._unchanged(index, child_id)
+                self._unchanged(index, child_id, now)
             self.auditor.record(
                 AuditAction.CLIENT_CONSENT_IMPORTED,
                 Outcome.SUCCESS,
@@ -338,21 +356,47 @@ class _Push:
                 },
             )
 
-    def _consent_subjects(self, refs: set[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
-        """Return, by subject_ref, the identity and child each names: a Patient this client pushed, or its NHS number."""
-        by_record = {ref for ref in refs if not ref.startswith(NHS_NUMBER_SUBJECT)}
-        subjects = identity_repository.get_current_subjects(
-            self.session, client_id=self.client.id, source_record_ids=by_record
-        )
+    def _subjects(self, refs: set[str]) -> tuple[dict[str, tuple[uuid.UUID, uuid.UUID]], set[str]]:
+        """Return, by subject_ref, the identity and child each names, and the refs that name two children.
+
+        A subject_ref is a Patient this client pushed (its source record id), or an NHS number:
+        the newest of this client's identities in force with it, unless two of them are linked to
+        different children (then the ref is ambiguous, and what names it is refused). Two queries
+        at most, whatever the number of refs; an unresolved ref (adapters.types) is looked up in neither.
+        The first call of a push also reads when its identity versions were stored, in the same query.
+        """
+        by_nhs_number = {ref for ref in refs if ref.startswith(NHS_NUMBER_SUBJECT)}
+        by_record = {ref for ref in refs - by_nhs_number if unresolved_issue(ref, "") is None}
+        # The first lookup also reads when the push's identity versions were stored (_stamp_identities).
+        versions = set(self.claim_versions.values()) if self.identity_times is None else set()
+        subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
+        if by_record or versions:
+            rows = repository.get_identity_versions(
+                self.session, client_id=self.client.id, source_record_ids=by_record, versions=versions
+            )
+            for row in rows:  # the newest received first
+                if row.source_record_id in by_record and row.status is RecordStatus.CURRENT and row.child_id is not None:
+                    subjects.setdefault(row.source_record_id, (row.id, row.child_id))
+            if self.identity_times is None:
+                self.identity_times = {
+                    (row.source_record_id, row.source_version): row.received_at
+                    for row in rows
+                    if (row.source_record_id, row.source_version) in versions
+                }
         by_index = {
             self.keyring.blind_index(NHS_NUMBER_SCHEME, ref.removeprefix(NHS_NUMBER_SUBJECT)): ref
-            for ref in refs - by_record
+            for ref in by_nhs_number
         }
-        found = identity_repository.get_current_subjects_by_nhs_number(
+        found = repository.get_subjects_by_nhs_number(
             self.session, client_id=self.client.id, nhs_number_indexes=by_index.keys()
         )
-        subjects.update({by_index[index]: subject for index, subject in found.items()})
-        return subjects
+        ambiguous: set[str] = set()
+        for index, matches in found.items():
+            if len({child_id for _identity_id, child_id in matches}) > 1:
+                ambiguous.add(by_index[index])
+            else:
+                subjects[by_index[index]] = matches[0]  # the newest received
+        return subjects, ambiguous
 
     def _known_terms(self, entry: RecordEntry, consent: InboundConsent) -> bool:
         """Check a consent's codes against the gateway's vocabulary (the adapter reads them; policies know them)."""
@@ -407,9 +451,9 @@ class _Push:
             if wrapped is not None:
                 self.data_keys[child_id] = self.keyring.unwrap(wrapped)
 
-    def _unchanged(self, index: int, child_id: uuid.UUID) -> None:
+    def _unchanged(self, index: int, child_id: uuid.UUID, stored_at: datetime | None) -> None:
         self.tallies[child_id].unchanged += 1
-        self.outcomes[index] = EntryOutcome(index, EntryStatus.UNCHANGED)
+        self.outcomes[index] = EntryOutcome(index, EntryStatus.UNCHANGED, last_modified=stored_at)
 
     def _reject(self, index: int, *issues: Issue) -> None:
         self.outcomes[index] = EntryOutcome(index, EntryStatus.REJECTED, tuple(issues))
@@ -518,7 +562,18 @@ def _sealed_detail(data_key: bytes, item_id: uuid.UUID, record: InboundRecord) -
     return seal_value(data_key, detail, ItemDetail, context=Item.context_for(item_id, "detail"))
 
 
-def _unfileable(entry: RecordEntry, subject: tuple[uuid.UUID, uuid.UUID] | None) -> Issue:
+def _unfileable(entry: RecordEntry, subject: tuple[uuid.UUID, uuid.UUID] | None, ambiguous: set[str]) -> Issue:
+    unresolved = unresolved_issue(entry.record.subject_ref, entry.subject_location)
+    if unresolved is not None:
+        return unresolved
+    if entry.record.subject_ref in ambiguous:
+        return Issue(
+            "error",
+            "multiple-matches",
+            entry.subject_location,
+            "the subject's NHS number matches more than one Patient this client pushed, linked to different "
+            "children: name the subject by its Patient id (or have the links reviewed)",
+        )
     if subject is None:
         return Issue(
             "error",
@@ -531,7 +586,8 @@ def _unfileable(entry: RecordEntry, subject: tuple[uuid.UUID, uuid.UUID] | None)
     return Issue("error", erased.fhir_code, entry.location, erased.detail)
 
 
-def _active_client(session: Session, principal: Principal, auditor: Auditor) -> Client:
+def active_client(session: Session, principal: Principal, auditor: Auditor) -> Client:
+    """Return the calling client's registration, refusing (audited) a client unknown or no longer active."""
     client = session.get(Client, principal.subject)
     if client is None or not client.active:
         raise auditor.refuse(

@@ -401,7 +401,7 @@ def test_a_resource_about_no_child_and_read_methods_are_named() -> None:
     get["entry"][0]["request"] = {"method": "GET", "url": "Patient/p1"}
 
     issue = only_issue(parsed.entries[0])
-    assert issue.code == "not-supported" and "Practitioner" in issue.message and "Patient" in issue.message
+    assert issue.code == "not-supported" and "Practitioner" in issue.message and "about a child" in issue.message
     assert issue.location == "Bundle.entry[0].resource"
     assert only_issue(parse(json.dumps(get).encode()).entries[0]).location == (
         "Bundle.entry[0].request.method"
@@ -680,6 +680,13 @@ def test_describe_gives_a_capability_statement_naming_the_token_endpoint() -> No
             "DocumentReference", "QuestionnaireResponse", "DiagnosticReport"} <= set(types)
     assert "Practitioner" not in types and "Organization" not in types  # refused: not about a child
     assert all(resource["documentation"] for resource in rest["resource"])
+    by_type = {resource["type"]: resource for resource in rest["resource"]}
+    interactions = {name: {i["code"] for i in resource["interaction"]} for name, resource in by_type.items()}
+    assert interactions["Patient"] == interactions["Consent"] == {"update"}  # DELETE refused, and said why
+    assert all(codes == {"update", "delete"} for name, codes in interactions.items() if name not in ("Patient", "Consent"))
+    assert [op["name"] for op in by_type["Patient"]["operation"]] == ["person-info-query"]
+    assert "conditional reference" in rest["documentation"] and "Prefer" in rest["documentation"]
+    assert set(statement["format"]) >= {"application/fhir+json", "application/fhir+xml"}
     assert {interaction["code"] for interaction in rest["interaction"]} == {"transaction", "batch"}
     assert statement == capability_statement(token_endpoint=token_endpoint)
 

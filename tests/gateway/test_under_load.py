@@ -582,7 +582,7 @@ def test_healthz_answers_during_a_large_push(database_url: str, tmp_path: Path) 
     bundle["type"] = "batch"
     body = json.dumps(bundle).encode()
     log_path = tmp_path / "gateway-serve.log"
-    # The gateway may cap Bundle entries (default about 1000); this push is meant to be large.
+    # The gateway caps Bundle entries (GATEWAY_MAX_BUNDLE_ENTRIES, 5,000 by default); said here for clarity.
     extra_env = {"GATEWAY_MAX_BUNDLE_ENTRIES": "5000"}
 
     with scratch_database(database_url, tmp_path, prefix="gw_big") as url:
