@@ -12,6 +12,7 @@ class AuditAction(StrEnum):
     CLIENT_TOKEN_REFUSED = "client:token:refused"
     CLIENT_RECORDS_PUSHED = "client:records:pushed"
     CLIENT_RECORDS_REJECTED = "client:records:rejected"
+    CLIENT_RECORDS_RETRACTED = "client:records:retracted"
     IDENTITY_LINK_CREATED = "identity:link:created"
     IDENTITY_LINK_PROPOSED = "identity:link:proposed"
     IDENTITY_LINK_CONFIRMED = "identity:link:confirmed"
@@ -64,6 +65,17 @@ class AuditAction(StrEnum):
     IG_AUDIT_SEARCHED = "ig:audit:searched"
     IG_DISCLOSURES_REPORTED = "ig:disclosures:reported"
     IG_REVIEW_RECORDED = "ig:review:recorded"
+    # Another agency's $person-info-query: answered (permit), referred to the lead practitioner
+    # (review), refused by the ISA (deny), or rejected (the client or the query cannot be taken).
+    CLIENT_PERSON_QUERY_ANSWERED = "client:person-query:answered"
+    CLIENT_PERSON_QUERY_REFERRED = "client:person-query:referred"
+    CLIENT_PERSON_QUERY_DENIED = "client:person-query:denied"
+    CLIENT_PERSON_QUERY_REJECTED = "client:person-query:rejected"
+    # A lead practitioner's queue of referred queries: listed, one decided (share the contact or
+    # decline), or a decision refused (not theirs to decide, or the child erased).
+    STAFF_PERSON_QUERIES_LISTED = "staff:person-queries:listed"
+    STAFF_PERSON_QUERY_DECIDED = "staff:person-query:decided"
+    STAFF_PERSON_QUERY_REFUSED = "staff:person-query:refused"
 
 
 class Outcome(StrEnum):

@@ -37,6 +37,8 @@ from gateway.kit.db import build_engine, build_sessionmaker
 from gateway.kit.errors import install_error_handlers
 from gateway.kit.logging import configure_logging
 from gateway.kit.telemetry import RequestMiddleware, configure_tracing
+from gateway.mais.endpoints import referrals_router as person_query_referrals_router
+from gateway.mais.endpoints import router as person_query_router
 from gateway.notifications.endpoints import router as inbox_router
 from gateway.search.endpoints import router as search_router
 from gateway.sharing.endpoints import requests_router, router as sharing_router
@@ -175,6 +177,7 @@ def _routes() -> tuple[BaseRoute, ...]:
     clients.include_router(ingest_router)
     clients.include_router(police_router)
     clients.include_router(education_router)
+    clients.include_router(person_query_router)
     router.include_router(clients)
 
     staff = APIRouter(prefix="/api/v1", dependencies=[Depends(require_staff)])
@@ -188,6 +191,7 @@ def _routes() -> tuple[BaseRoute, ...]:
     staff.include_router(linking_router)
     staff.include_router(ig_router)
     staff.include_router(inbox_router)
+    staff.include_router(person_query_referrals_router)
     router.include_router(staff)
     router.include_router(ig_fhir_router, dependencies=[Depends(require_staff)])
 

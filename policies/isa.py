@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -99,6 +101,79 @@ class Rule(BaseModel):
         return "*" in self.categories or category in self.categories
 
 
+class QueryDecision(StrEnum):
+    """What the ISA says to another agency's query about a person ($person-info-query)."""
+
+    PERMIT = "permit"  # answer whether the child is known, with the allocated team as a contact
+    REVIEW = "review"  # answer nothing yet: the allocated team's lead practitioner decides
+    DENY = "deny"  # refuse the query; nothing about any child is matched or said
+
+
+# Strictest first: when several rules cover a query, the strictest decides.
+_QUERY_STRICTNESS = (QueryDecision.DENY, QueryDecision.REVIEW, QueryDecision.PERMIT)
+_LEGISLATION_HOST = "legislation.gov.uk"
+_URI = re.compile(r"^https?://[^\s/]+(?:/\S*)?$", re.IGNORECASE)
+
+
+def normalise_reason(uri: str) -> str:
+    """Return a reason URI in the one form rules are compared in (pure).
+
+    The MAIS standard's example is `https://www.legislation.gov.uk/ukpga/1989/41/section/47`;
+    legislation.gov.uk's own identifier is `http://www.legislation.gov.uk/id/ukpga/1989/41/section/47`.
+    Both name the same section, so scheme (http or https), a leading `www.`, the host's case, a
+    trailing slash and, for legislation.gov.uk, the `/id` prefix are not told apart.
+    """
+    text = uri.strip()
+    scheme, _, rest = text.partition("://")
+    if not rest or scheme.lower() not in ("http", "https"):
+        return text
+    host, slash, path = rest.partition("/")
+    host = host.lower().removeprefix("www.")
+    path = (slash + path).rstrip("/")
+    if host == _LEGISLATION_HOST and path.startswith("/id/"):
+        path = path[len("/id"):]
+    return f"http://{host}{path}"
+
+
+class PersonInfoQueryRule(BaseModel):
+    """One rule for other agencies' queries: for these reasons, from these agencies, this decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    description: str
+    # Legislation URIs, e.g. http://www.legislation.gov.uk/ukpga/1989/41/section/47 (Children Act 1989 s47).
+    reasons: tuple[str, ...] = Field(min_length=1)
+    # The querying client's agency.
+    agencies: tuple[Agency, ...] = Field(min_length=1)
+    decision: QueryDecision
+    # A key of lawful_bases: the basis a permitted answer discloses on (none for a refusal).
+    lawful_basis: str | None = None
+
+    @field_validator("reasons")
+    @classmethod
+    def _uris(cls, reasons: tuple[str, ...]) -> tuple[str, ...]:
+        for reason in reasons:
+            if not _URI.match(reason):
+                raise ValueError(f"reason {reason!r} is not an http(s) URI, e.g. a legislation.gov.uk section")
+        return reasons
+
+    def covers(self, reason: str, agency: Agency) -> bool:
+        """Say whether this rule speaks of a query for this (normalised) reason from this agency."""
+        return agency in self.agencies and reason in {normalise_reason(r) for r in self.reasons}
+
+
+@dataclass(frozen=True)
+class QueryVerdict:
+    """The ISA's answer to one query: the decision, the rule (None: no rule applied), and why."""
+
+    decision: QueryDecision
+    rule_id: str | None
+    policy_version: str
+    lawful_basis: str | None
+    reason: str
+
+
 # The scope a rule is looked up by: purpose, source agency, category, viewer agency, relationship.
 ScopeKey = tuple[Purpose, Agency, str, Agency, Relationship]
 
@@ -123,6 +198,8 @@ class Policy(BaseModel):
     # Categories whose new records reach the allocated team's lead practitioner's inbox when the
     # child has an open case (CP-IS's promise, for every agency). None by default: an ISA opts in.
     notifiable_categories: tuple[str, ...] = ()
+    # Other agencies' queries ($person-info-query): none by default, so every query is refused.
+    person_info_queries: tuple[PersonInfoQueryRule, ...] = ()
 
     @field_validator("notifiable_categories")
     @classmethod
@@ -144,6 +221,39 @@ class Policy(BaseModel):
                     f"rules.{index}.lawful_basis: {rule.lawful_basis!r} is not a key of lawful_bases"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _consistent_queries(self) -> Policy:
+        seen: set[str] = set()
+        for index, rule in enumerate(self.person_info_queries):
+            if rule.id in seen:
+                raise ValueError(f"person_info_queries.{index}.id: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            if rule.lawful_basis is not None and rule.lawful_basis not in self.lawful_bases:
+                raise ValueError(
+                    f"person_info_queries.{index}.lawful_basis: {rule.lawful_basis!r} is not a key of lawful_bases"
+                )
+        return self
+
+    def decide_person_info_query(self, *, reason: str, agency: Agency) -> QueryVerdict:
+        """Decide another agency's query for a reason: the strictest covering rule, else deny.
+
+        The decision depends on the reason and the querying agency only, never on the child: so
+        a refusal can be given before anything is matched, and says nothing about anyone.
+        """
+        wanted = normalise_reason(reason)
+        covering = [rule for rule in self.person_info_queries if rule.covers(wanted, agency)]
+        for decision in _QUERY_STRICTNESS:
+            rule = next((r for r in covering if r.decision is decision), None)
+            if rule is not None:
+                return QueryVerdict(decision, rule.id, self.version, rule.lawful_basis, rule.description)
+        return QueryVerdict(
+            QueryDecision.DENY,
+            None,
+            self.version,
+            None,
+            "No rule of the ISA permits queries for this reason from this agency (deny by default).",
+        )
 
     def model_post_init(self, context: Any, /) -> None:
         """Compile the rules into lookups when the policy loads (see CompiledPolicy)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,13 +27,23 @@ from gateway.kit.auditor import Auditor
 from gateway.kit.crypto import DataKeyring
 from gateway.kit.db import build_sessionmaker
 from gateway.kit.secrets import write_secret_file
+from gateway.mais.service import PERSON_INFO_QUERY
 from gateway.models import Case, ChildIdentifier, Client, SchoolContact, SchoolContactRole, Team, TeamMember
 from gateway.notifications.routing import Routing, routing_for
 from gateway.settings import Settings
 from policies import Agency, RecordKind
 
 from .population import synthetic_upn
-from .generator import DemoChild, DemoPartnership, encounter_resource, generate, patient_resource, transaction_bundle
+from .generator import (
+    CP_IS_FLAG_SYSTEM,
+    SNOMED,
+    DemoChild,
+    DemoPartnership,
+    encounter_resource,
+    generate,
+    patient_resource,
+    transaction_bundle,
+)
 
 TRUST = "demo-trust-epr"
 GP = "demo-gp-system"
@@ -47,10 +58,12 @@ HEALTH_KINDS = [RecordKind.IDENTITY, RecordKind.ENCOUNTER, RecordKind.CONDITION,
                 RecordKind.CARE_TEAM, RecordKind.RELATED_PERSON, RecordKind.EPISODE_OF_CARE, RecordKind.APPOINTMENT,
                 RecordKind.IMMUNIZATION, RecordKind.ALLERGY_INTOLERANCE, RecordKind.MEDICATION, RecordKind.PROCEDURE,
                 RecordKind.DOCUMENT_REFERENCE, RecordKind.QUESTIONNAIRE_RESPONSE, RecordKind.HEALTH_RECORD]
-DEMO_CLIENTS = [
-    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH, [*HEALTH_KINDS, RecordKind.CONSENT]),
+# The trust and the force also query ($person-info-query): PERSON_INFO_QUERY beside the kinds they push.
+DEMO_CLIENTS: list[tuple[str, str, Agency, Sequence[str]]] = [
+    (TRUST, "Northshire University Hospitals NHS Trust EPR", Agency.HEALTH,
+     [*HEALTH_KINDS, RecordKind.CONSENT, PERSON_INFO_QUERY]),
     (GP, "Riverside Medical Practice GP system", Agency.HEALTH, HEALTH_KINDS),
-    (POLICE, "Northshire Police records management system", Agency.POLICE, POLICE_KINDS),
+    (POLICE, "Northshire Police records management system", Agency.POLICE, [*POLICE_KINDS, PERSON_INFO_QUERY]),
     (SCHOOLS, "Northshire schools MIS", Agency.EDUCATION, EDUCATION_KINDS),
 ]
 POLICE_ADAPTER = PoliceAdapter()
@@ -198,12 +211,48 @@ def _push_health(
     patient_id = f"trust-patient-{index}"
     resources = [patient_resource(child, resource_id=patient_id, postcode=child.postcode)]
     resources += [encounter_resource(e, patient_ref=f"Patient/{patient_id}") for e in child.encounters]
+    gp_patient = f"gp-{index}"
+    gp_resources = [patient_resource(child, resource_id=gp_patient, postcode=child.gp_postcode)]
+    if child.allocated and index % 4 == 0:
+        gp_resources += _gp_records(index, f"Patient/{gp_patient}")
     for principal, bundle in (
         (trust, transaction_bundle(resources)),
-        (gp, transaction_bundle([patient_resource(child, resource_id=f"gp-{index}", postcode=child.gp_postcode)])),
+        (gp, transaction_bundle(gp_resources)),
     ):
         body = json.dumps(bundle).encode()
-        pusher.push(principal, parse_bundle(body, "application/fhir+json", max_entries=len(resources)))
+        pusher.push(principal, parse_bundle(body, "application/fhir+json", max_entries=len(bundle["entry"])))
+
+
+def _gp_records(index: int, patient_ref: str) -> list[dict[str, Any]]:
+    """What the GP system holds about some allocated children: a CP-IS style child protection plan
+    flag (a key fact of the view), the health visiting team, and a health review the child was
+    not brought to."""
+    plan_start = DEMO_TODAY - timedelta(days=60)
+    review = datetime(2026, 10, 14, 10, 0, tzinfo=UTC)
+    return [
+        {
+            "resourceType": "Flag", "id": f"gp-{index}-cp-plan", "status": "active",
+            "code": {"coding": [{"system": CP_IS_FLAG_SYSTEM, "code": "child-protection-plan",
+                                 "display": "Child protection plan"}]},
+            "subject": {"reference": patient_ref}, "period": {"start": plan_start.isoformat()},
+        },
+        {
+            "resourceType": "CareTeam", "id": f"gp-{index}-care-team", "status": "active",
+            "subject": {"reference": patient_ref},
+            "participant": [
+                {"role": [{"coding": [{"system": SNOMED, "code": "159001000", "display": "Health visitor"}]}],
+                 "member": {"display": "Robin Demo-Visitor"}},
+                {"role": [{"coding": [{"system": SNOMED, "code": "62247001", "display": "General practitioner"}]}],
+                 "member": {"display": "Dr Alex Demo-GP"}},
+            ],
+        },
+        {
+            "resourceType": "Appointment", "id": f"gp-{index}-review", "status": "noshow",
+            "serviceType": [{"coding": [{"system": SNOMED, "code": "310080006", "display": "Paediatric service"}]}],
+            "start": review.isoformat(), "end": (review + timedelta(minutes=30)).isoformat(),
+            "participant": [{"actor": {"reference": patient_ref}, "status": "accepted"}],
+        },
+    ]
 
 
 def police_person(child: DemoChild, index: int, *, role: str) -> dict[str, Any]:

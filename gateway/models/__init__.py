@@ -15,6 +15,7 @@ from .inbox import (
     WebhookDelivery,
 )
 from .item import AlertDetail, Item, ItemContent, ItemDetail, PersonDetail
+from .person_query import PersonQueryReferral, ReferralStatus
 from .policy import PolicyVersion
 from .review import ReviewEntry, ReviewOutcome, ReviewStatus
 from .sharing import BreakGlass, RequestStatus, SeeRequest
@@ -44,8 +45,10 @@ __all__ = [
     "MergeKind",
     "Override",
     "PersonDetail",
+    "PersonQueryReferral",
     "PlanCategory",
     "PolicyVersion",
+    "ReferralStatus",
     "RequestStatus",
     "ReviewEntry",
     "ReviewOutcome",

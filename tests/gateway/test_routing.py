@@ -30,6 +30,7 @@ PLACEHOLDERS = {
     "team_id": str(uuid.uuid4()),
     "member_id": str(uuid.uuid4()),
     "case_id": str(uuid.uuid4()),
+    "referral_id": str(uuid.uuid4()),
 }
 
 
