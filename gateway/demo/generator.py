@@ -190,3 +190,68 @@ def transaction_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
             for r in resources
         ],
     }
+
+
+# The UK Core records a trust's integration engine sends besides attendances, for the mixed
+# benchmark and tests: (resource type, SNOMED code, display). The codes are real SNOMED CT concepts
+# of each kind; 35489007 (depressive disorder) is on the shipped sensitivity code list, so the
+# gateway labels it PSY although the source did not.
+HEALTH_RECORD_KINDS = [
+    ("Condition", "26322001", "Bleeding from ear"),
+    ("Condition", "35489007", "Depressive disorder"),
+    ("Observation", "27113001", "Body weight"),
+    ("Observation", "50373000", "Body height"),
+    ("Flag", "child-protection-plan", "Child protection plan"),
+    ("Immunization", "871908002", "Measles, mumps and rubella vaccine"),
+    ("AllergyIntolerance", "91936005", "Allergy to penicillin"),
+    ("MedicationStatement", "322236009", "Paracetamol 500mg tablets"),
+    ("Appointment", "310080006", "Paediatric service"),
+    ("Procedure", "80146002", "Appendicectomy"),
+]
+CP_IS_FLAG_SYSTEM = "urn:macpt-gateway:CodeSystem:cp-is-flag"
+
+
+def health_record_resource(rng: random.Random, *, patient_ref: str, when: datetime, sensitive: bool) -> dict[str, Any]:
+    """Return one made-up UK Core record about a child (not an Encounter), with a fresh id.
+
+    `sensitive` marks it with meta.security PSY, as a mental health service's system would.
+    """
+    resource_type, code, display = rng.choice(HEALTH_RECORD_KINDS)
+    coding = {"system": SNOMED, "code": code, "display": display}
+    resource: dict[str, Any] = {"resourceType": resource_type, "id": str(uuid.UUID(int=rng.getrandbits(128)))}
+    if resource_type == "Condition":
+        resource |= {"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                                     "code": "active"}]},
+                     "code": {"coding": [coding]}, "subject": {"reference": patient_ref}, "onsetDateTime": when.isoformat()}
+    elif resource_type == "Observation":
+        kilograms = code == "27113001"
+        resource |= {"status": "final",
+                     "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                               "code": "vital-signs"}]}],
+                     "code": {"coding": [coding]}, "subject": {"reference": patient_ref},
+                     "effectiveDateTime": when.isoformat(),
+                     "valueQuantity": {"value": round(rng.uniform(12, 60) if kilograms else rng.uniform(85, 170), 1),
+                                       "unit": "kg" if kilograms else "cm", "system": "http://unitsofmeasure.org",
+                                       "code": "kg" if kilograms else "cm"}}
+    elif resource_type == "Flag":
+        resource |= {"status": "active", "code": {"coding": [{"system": CP_IS_FLAG_SYSTEM, "code": code}]},
+                     "subject": {"reference": patient_ref}, "period": {"start": when.isoformat()}}
+    elif resource_type == "Immunization":
+        resource |= {"status": "completed", "vaccineCode": {"coding": [coding]}, "patient": {"reference": patient_ref},
+                     "occurrenceDateTime": when.isoformat()}
+    elif resource_type == "AllergyIntolerance":
+        resource |= {"code": {"coding": [coding]}, "patient": {"reference": patient_ref}, "criticality": "high",
+                     "recordedDate": when.isoformat()}
+    elif resource_type == "MedicationStatement":
+        resource |= {"status": "active", "medicationCodeableConcept": {"coding": [coding]},
+                     "subject": {"reference": patient_ref}, "effectiveDateTime": when.isoformat()}
+    elif resource_type == "Appointment":
+        resource |= {"status": rng.choice(["booked", "fulfilled", "noshow"]), "serviceType": [{"coding": [coding]}],
+                     "start": when.isoformat(), "end": (when + timedelta(minutes=30)).isoformat(),
+                     "participant": [{"actor": {"reference": patient_ref}, "status": "accepted"}]}
+    else:  # Procedure
+        resource |= {"status": "completed", "code": {"coding": [coding]}, "subject": {"reference": patient_ref},
+                     "performedDateTime": when.isoformat()}
+    if sensitive:
+        resource["meta"] = {"security": [{"system": ACT_CODE, "code": "PSY", "display": "psychiatry disorder information sensitivity"}]}
+    return resource
