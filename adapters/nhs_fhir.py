@@ -52,7 +52,6 @@ from .types import (
     Rendered,
     Submission,
     TooManyEntries,
-    unresolved_subject,
 )
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
@@ -878,6 +877,8 @@ def _record(
             break
         if (subject := _subject_of(alternative, patients)) is not None:
             location = f"{path}.{element}"
+    if subject is not None and (unresolved := unresolved_issue(subject, f"{location}.reference")) is not None:
+        return RejectedEntry(index, path, (unresolved,))
     if subject is None:
         reference = str(reading.subject.get("reference") or "")
         code, message = (
@@ -963,14 +964,34 @@ def _consent(
     return RecordEntry(index, path, f"{path}.patient", record)
 
 
+# A subject this adapter read but cannot name, and why: _subject_of returns it as a subject_ref
+# (`unresolved_subject(code, message)`), and the reader that asked refuses its entry with that
+# issue (unresolved_issue) before the entry leaves the adapter: a conditional reference matching
+# two Patients of one Bundle, a search by what the gateway cannot search by, an invalid NHS number.
+_UNRESOLVED_SUBJECT = "unresolved:"
+
+
+def unresolved_subject(code: str, message: str) -> str:
+    """Return the subject_ref of a subject that cannot be resolved, carrying the issue to refuse it with."""
+    return f"{_UNRESOLVED_SUBJECT}{code}:{message}"
+
+
+def unresolved_issue(subject_ref: str, location: str) -> Issue | None:
+    """Return the issue an unresolvable subject_ref carries, at `location`; None for any other subject_ref."""
+    if not subject_ref.startswith(_UNRESOLVED_SUBJECT):
+        return None
+    code, _, message = subject_ref.removeprefix(_UNRESOLVED_SUBJECT).partition(":")
+    return Issue("error", code, location, message)
+
+
 def _subject_of(reference: Mapping[str, Any], patients: Mapping[str, str]) -> str | None:
     """Return how a Reference names a Patient as a record's subject_ref, or None if it names none.
 
     A conditional reference (`Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|<number>`, FHIR
     R4 http.html#trules) names the Patient of this Bundle with that NHS number, else the Patient
     this client pushed before with it (the gateway looks, as for an identifier reference). One it
-    cannot resolve is an `unresolved_subject` that the gateway refuses, saying why (two Patients of
-    the Bundle match; a search by anything else; an NHS number that is not valid).
+    cannot resolve is an `unresolved_subject`, which the reader refuses, saying why (two Patients
+    of the Bundle match; a search by anything else; an NHS number that is not valid).
     """
     text = reference.get("reference") or ""
     if text:
@@ -1040,6 +1061,9 @@ def _consent_patient(
         )
         return None
     subject = _subject_of(patient, patients)
+    if subject is not None and (unresolved := unresolved_issue(subject, location)) is not None:
+        issues.append(unresolved)
+        return None
     if subject is not None:
         return subject
     if reference:

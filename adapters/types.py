@@ -132,27 +132,6 @@ class InboundRecord:
     alert: HealthAlert | None = None
 
 
-# A subject an adapter read but cannot name to the gateway, and why: the record's subject_ref is then
-# `unresolved_subject(code, message)`, and the gateway refuses the entry with that issue at its
-# subject_location. For what only the reader can tell is wrong but is refused where subjects are
-# resolved (a FHIR conditional reference matching two Patients of one Bundle, or searching by what
-# the gateway cannot search by). The message, like every issue's, names no personal value.
-_UNRESOLVED_SUBJECT = "unresolved:"
-
-
-def unresolved_subject(code: str, message: str) -> str:
-    """Return the subject_ref of a subject that cannot be resolved, carrying the issue to refuse it with."""
-    return f"{_UNRESOLVED_SUBJECT}{code}:{message}"
-
-
-def unresolved_issue(subject_ref: str, location: str) -> Issue | None:
-    """Return the issue an unresolvable subject_ref carries, at `location`; None for any other subject_ref."""
-    if not subject_ref.startswith(_UNRESOLVED_SUBJECT):
-        return None
-    code, _, message = subject_ref.removeprefix(_UNRESOLVED_SUBJECT).partition(":")
-    return Issue("error", code, location, message)
-
-
 @dataclass(frozen=True)
 class ClaimEntry:
     """An entry that says who a child is."""

@@ -30,7 +30,6 @@ from adapters import (
     Submission,
 )
 from adapters.fhir_consent import NHS_NUMBER_SUBJECT, ConsentTerms, InboundConsent
-from adapters.types import unresolved_issue
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
 from gateway.identity import repository as identity_repository
@@ -362,11 +361,11 @@ class _Push:
         A subject_ref is a Patient this client pushed (its source record id), or an NHS number:
         the newest of this client's identities in force with it, unless two of them are linked to
         different children (then the ref is ambiguous, and what names it is refused). Two queries
-        at most, whatever the number of refs; an unresolved ref (adapters.types) is looked up in neither.
+        at most, whatever the number of refs.
         The first call of a push also reads when its identity versions were stored, in the same query.
         """
         by_nhs_number = {ref for ref in refs if ref.startswith(NHS_NUMBER_SUBJECT)}
-        by_record = {ref for ref in refs - by_nhs_number if unresolved_issue(ref, "") is None}
+        by_record = refs - by_nhs_number
         # The first lookup also reads when the push's identity versions were stored (_stamp_identities).
         versions = set(self.claim_versions.values()) if self.identity_times is None else set()
         subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
@@ -563,9 +562,6 @@ def _sealed_detail(data_key: bytes, item_id: uuid.UUID, record: InboundRecord) -
 
 
 def _unfileable(entry: RecordEntry, subject: tuple[uuid.UUID, uuid.UUID] | None, ambiguous: set[str]) -> Issue:
-    unresolved = unresolved_issue(entry.record.subject_ref, entry.subject_location)
-    if unresolved is not None:
-        return unresolved
     if entry.record.subject_ref in ambiguous:
         return Issue(
             "error",

@@ -24,8 +24,9 @@ from adapters.nhs_fhir import (
     operation_outcome,
     resource_response,
     response_bundle,
+    unresolved_issue,
+    unresolved_subject,
 )
-from adapters.types import unresolved_issue, unresolved_subject
 
 JSON_TYPE = "application/fhir+json"
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
@@ -267,12 +268,17 @@ def test_a_conditional_reference_matching_no_patient_of_the_bundle_is_left_to_th
     assert _subjects(_encounter("e1", f"Patient?identifier={NHS}|{VALID_NHS}")) == [NHS_NUMBER_SUBJECT + VALID_NHS]
 
 
-def test_a_conditional_reference_matching_two_patients_of_the_bundle_is_unresolved() -> None:
-    (subject,) = _subjects(_patient("p1"), _patient("p2"), _encounter("e1", f"Patient?identifier={NHS}|{VALID_NHS}"))
+def _refusal(*resources: dict[str, Any]) -> Issue:
+    submission = parse_bundle(_bundle(*resources, bundle_type="batch"), JSON_TYPE, max_entries=10)
+    (refused,) = [entry for entry in submission.entries if isinstance(entry, RejectedEntry)]
+    (issue,) = refused.issues
+    return issue
 
-    issue = unresolved_issue(subject, "Bundle.entry[2].resource.subject.reference")
 
-    assert issue is not None and issue.code == "multiple-matches" and issue.severity == "error"
+def test_a_conditional_reference_matching_two_patients_of_the_bundle_is_refused() -> None:
+    issue = _refusal(_patient("p1"), _patient("p2"), _encounter("e1", f"Patient?identifier={NHS}|{VALID_NHS}"))
+
+    assert issue.code == "multiple-matches" and issue.severity == "error"
     assert issue.location == "Bundle.entry[2].resource.subject.reference"
     assert VALID_NHS not in issue.message
 
@@ -288,16 +294,14 @@ def test_a_conditional_reference_matching_two_patients_of_the_bundle_is_unresolv
         ("Patient?=%", "not-supported"),
     ],
 )
-def test_a_conditional_reference_the_gateway_cannot_search_is_unresolved_with_a_reason(reference: str, code: str) -> None:
-    (subject,) = _subjects(_encounter("e1", reference))
+def test_a_conditional_reference_the_gateway_cannot_search_is_refused_with_a_reason(reference: str, code: str) -> None:
+    issue = _refusal(_encounter("e1", reference))
 
-    issue = unresolved_issue(subject, "here")
-
-    assert issue is not None and (issue.code, issue.location) == (code, "here")
+    assert (issue.code, issue.location) == (code, "Bundle.entry[0].resource.subject.reference")
     assert "9434765918" not in issue.message and "Testington" not in issue.message
 
 
-def test_an_ordinary_subject_ref_is_not_unresolved() -> None:
+def test_an_unresolved_subject_carries_its_issue_and_an_ordinary_one_none() -> None:
     assert unresolved_issue("Patient/p1", "x") is None
     assert unresolved_issue(NHS_NUMBER_SUBJECT + VALID_NHS, "x") is None
     assert unresolved_issue(unresolved_subject("value", "why: with a colon"), "x") == Issue(
