@@ -277,3 +277,24 @@ def test_a_partnerships_own_code_list_labels_what_the_shipped_one_does_not(
     assert [e["summary"] for e in view["timeline"]] == ["Condition: Bleeding from ear; active"]
     (group,) = [g for g in view["withheld"] if g["agency"] == "health"]
     assert group["count"] == 1 and "sexual health" in group["reason"]
+
+
+def test_a_cp_is_flag_for_a_child_with_an_open_case_reaches_the_lead_practitioner(
+    client: TestClient, session: Session, settings: Settings, signing_keys: SigningKeys, keyring: DataKeyring
+) -> None:
+    trust, _key = make_client(session, kinds=tuple(str(kind) for kind in HEALTH_KINDS))
+    token = client_token(signing_keys, settings, trust)
+    child = demo_child()
+    patient = patient_resource(child, resource_id="p1", postcode=child.postcode)
+    assert push(client, token, transaction_bundle([patient])).status_code == 200
+    team = make_team(session)
+    lead = add_member(session, team, agency="social_care", role="lead_practitioner")
+    allocate(session, child_id=child_id_for(session, keyring, child.nhs_number), team=team)
+
+    pushed = push(client, token, transaction_bundle([_flag("child-protection-plan"), condition()]))
+
+    assert pushed.status_code == 200, pushed.text
+    listed = client.get("/api/v1/notifications", headers={"Authorization": f"Bearer {staff_token(signing_keys, settings, lead)}"})
+    assert listed.status_code == 200, listed.text
+    kinds = [n.get("record_kind") for n in listed.json()["notifications"]]
+    assert kinds == ["flag"]  # health.flag is notifiable in the shipped ISA; a condition is not
