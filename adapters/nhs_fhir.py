@@ -448,7 +448,7 @@ def capability_statement(*, token_endpoint: str) -> dict[str, Any]:
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-23",
+        "date": "2026-11-24",
         "kind": "instance",
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
