@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
+from .sensitivity import SNOMED
 from .types import HealthAlert, InvolvedPerson
 
 # The gateway's own code system for CP-IS style flags. CP-IS (Child Protection - Information
@@ -161,7 +162,6 @@ def _display_code(concept: Any) -> str | None:
 # Emergency attendances: v3 ActCode EMER, or SNOMED "Emergency department patient visit" /
 # "Emergency room admission". These are what a MACPT most needs to see first.
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-SNOMED = "http://snomed.info/sct"
 EMERGENCY_CLASS = "EMER"
 EMERGENCY_TYPES = frozenset({"4525004", "50849002"})
 

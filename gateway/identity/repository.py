@@ -7,7 +7,7 @@ from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from gateway.cases.access import ChildAccess
 
@@ -127,43 +127,32 @@ def add_links(session: Session, rows: list[dict[str, Any]]) -> None:
         insert_all(session, Link, [row for row in rows if tuple(sorted(row)) == shape])
 
 
-def get_current_subjects(
-    session: Session, *, client_id: str, source_record_ids: Collection[str]
-) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
-    """Return, by source record id, a client's identity in force and the child it is linked to."""
-    return _current_subjects(session, client_id=client_id, key=Identity.source_record_id, values=source_record_ids)
-
-
-def get_current_subjects_by_nhs_number(
+def get_subjects_by_nhs_number(
     session: Session, *, client_id: str, nhs_number_indexes: Collection[str]
-) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
-    """Return, by NHS number blind index, a client's own identity in force with it and the child it is linked to.
+) -> dict[str, list[tuple[uuid.UUID, uuid.UUID]]]:
+    """Return, by NHS number blind index, every identity in force of this client's with it and its child, newest first.
 
-    Only the client's own records: a source names a child by NHS number only if it told the
-    gateway about that child, so that an answer never says whether another source knows one.
+    Every one, not only the newest: a subject named by NHS number is refused when two of the
+    client's identities with it are linked to different children. Only the client's own records,
+    so that an answer never says whether another source knows a child.
     """
-    return _current_subjects(session, client_id=client_id, key=Identity.nhs_number_index, values=nhs_number_indexes)
-
-
-def _current_subjects(
-    session: Session, *, client_id: str, key: InstrumentedAttribute[Any], values: Collection[str]
-) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
-    if not values:
+    if not nhs_number_indexes:
         return {}
     rows = session.execute(
-        select(key, Identity.id, Link.child_id)
+        select(Identity.nhs_number_index, Identity.id, Link.child_id)
         .join(Link, Link.identity_id == Identity.id)
         .where(
             Identity.client_id == client_id,
-            one_of(key, values, dialect=dialect_of(session)),
+            one_of(Identity.nhs_number_index, nhs_number_indexes, dialect=dialect_of(session)),
             Identity.status == RecordStatus.CURRENT,
             Link.state == LinkState.LINKED,
         )
         .order_by(Identity.received_at.desc())
     )
-    subjects: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
-    for value, identity_id, child_id in rows:
-        subjects.setdefault(value, (identity_id, child_id))  # the newest received first
+    subjects: dict[str, list[tuple[uuid.UUID, uuid.UUID]]] = {}
+    for index, identity_id, child_id in rows:
+        if index is not None:
+            subjects.setdefault(index, []).append((identity_id, child_id))
     return subjects
 
 

@@ -35,20 +35,31 @@ def body_reader(adapter: Adapter, *, default_media_type: str) -> Callable[[Reque
         if media_type not in adapter.media_types:
             raise UnsupportedMediaType(f"Content-Type must be one of: {', '.join(sorted(adapter.media_types))}.")
         limit = (await get_settings(request)).max_body_bytes
-        too_large = PayloadTooLarge(f"A push may be at most {limit} bytes; split it into smaller pushes.")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large  # refused before a byte of the body is read
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large  # stop reading: never hold more than the limit in memory
-            chunks.append(chunk)
-        return PushBody(media_type, b"".join(chunks))
+        content = await read_limited(request, limit)
+        if content is None:
+            raise PayloadTooLarge(f"A push may be at most {limit} bytes; split it into smaller pushes.")
+        return PushBody(media_type, content)
 
     return read_body
+
+
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """Return a request's body, or None when it is larger than `limit` bytes (then read no further).
+
+    A declared Content-Length over the limit is refused before a byte is read; a body without
+    one (chunked) is read until it passes the limit, never holding more than that in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def adapter_failure(error: AdapterError) -> GatewayError:

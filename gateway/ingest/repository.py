@@ -125,35 +125,6 @@ def get_identity_versions(
     return [IdentityVersion(*row) for row in session.execute(statement)]
 
 
-def get_subjects_by_nhs_number(
-    session: Session, *, client_id: str, nhs_number_indexes: Collection[str]
-) -> dict[str, list[tuple[uuid.UUID, uuid.UUID]]]:
-    """Return, by NHS number blind index, every identity in force of this client's with it and its child, newest first.
-
-    Every one, not only the newest: a subject named by NHS number is refused when two of the
-    client's identities with it are linked to different children. Only the client's own records,
-    so that an answer never says whether another source knows a child.
-    """
-    if not nhs_number_indexes:
-        return {}
-    rows = session.execute(
-        select(Identity.nhs_number_index, Identity.id, Link.child_id)
-        .join(Link, Link.identity_id == Identity.id)
-        .where(
-            Identity.client_id == client_id,
-            one_of(Identity.nhs_number_index, nhs_number_indexes, dialect=dialect_of(session)),
-            Identity.status == RecordStatus.CURRENT,
-            Link.state == LinkState.LINKED,
-        )
-        .order_by(Identity.received_at.desc())
-    )
-    subjects: dict[str, list[tuple[uuid.UUID, uuid.UUID]]] = {}
-    for index, identity_id, child_id in rows:
-        if index is not None:
-            subjects.setdefault(index, []).append((identity_id, child_id))
-    return subjects
-
-
 class ItemInForce(NamedTuple):
     """The version in force of a client's source record: current, or retracted as entered in error."""
 

@@ -386,7 +386,7 @@ class _Push:
             self.keyring.blind_index(NHS_NUMBER_SCHEME, ref.removeprefix(NHS_NUMBER_SUBJECT)): ref
             for ref in by_nhs_number
         }
-        found = repository.get_subjects_by_nhs_number(
+        found = identity_repository.get_subjects_by_nhs_number(
             self.session, client_id=self.client.id, nhs_number_indexes=by_index.keys()
         )
         ambiguous: set[str] = set()

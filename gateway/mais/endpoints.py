@@ -18,7 +18,7 @@ from starlette.responses import Response
 from adapters.person_info_query import FHIR_JSON, MEDIA_TYPES
 from gateway.auth.dependencies import CallerAuditor, ClientPrincipal, StaffPrincipal
 from gateway.ingest.endpoints import FhirJSONResponse, FhirRoute
-from gateway.ingest.http import media_type_of
+from gateway.ingest.http import media_type_of, read_limited
 from gateway.ingest.schemas import fhir_request_body, fhir_response
 from gateway.kit.context import ActivePolicy, Keyring
 from gateway.kit.db import DbSession
@@ -41,18 +41,8 @@ async def read_query_body(request: Request) -> service.QueryBody:
     media_type = media_type_of(request.headers.get("content-type"), FHIR_JSON)
     if media_type not in MEDIA_TYPES:
         return service.QueryBody(media_type, b"")  # not read: refused as it stands
-    limit = service.QUERY_MAX_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return service.QueryBody(media_type, None)  # refused before a byte of the body is read
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return service.QueryBody(media_type, None)  # stop reading: never hold more than the limit
-        chunks.append(chunk)
-    return service.QueryBody(media_type, b"".join(chunks))
+    # None past the limit: the service refuses it (audited).
+    return service.QueryBody(media_type, await read_limited(request, service.QUERY_MAX_BYTES))
 
 
 QueryBody = Annotated[service.QueryBody, Depends(read_query_body)]

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, aliased
 
 from gateway.auth.principal import Principal
 from gateway.kit.db import insert_all
-from gateway.models import Case, Child, Client, PersonQueryReferral, ReferralStatus, Team, TeamMember, utcnow
+from gateway.models import Case, Client, PersonQueryReferral, ReferralStatus, Team, TeamMember, utcnow
 from policies import Agency, CaseStatus
 
 # The team role whose holder leads a case (notifications/routing.py names the same role).
@@ -161,11 +161,3 @@ def get_referral_for_update(session: Session, *, referral_id: uuid.UUID) -> Pers
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-
-
-def get_wrapped_data_keys(session: Session, *, child_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, bytes | None]:
-    """Return the wrapped data keys of children (None: erased), to seal and unseal their referrals' notes."""
-    if not child_ids:
-        return {}
-    rows = session.execute(select(Child.id, Child.wrapped_data_key).where(Child.id.in_(set(child_ids))))
-    return {child_id: wrapped for child_id, wrapped in rows}

@@ -80,6 +80,7 @@ from adapters.person_info_query import (
 )
 from audit import AuditAction, Outcome
 from gateway.auth.principal import Principal
+from gateway.identity import repository as identity_repository
 from gateway.identity.authority import grant_for_search
 from gateway.identity.matching import Matches, SearchField, match_demographics, match_nhs_number
 from gateway.identity.scoring import Demographics, normalise_name
@@ -416,7 +417,7 @@ def decide_referral(
     key: bytes | None = None
     if body.note is not None:
         try:
-            key = keyring.unwrap(repository.get_wrapped_data_keys(session, child_ids=[referral.child_id])[referral.child_id])
+            key = keyring.unwrap(identity_repository.get_wrapped_data_keys(session, child_ids=[referral.child_id])[referral.child_id])
         except ChildErased as erased:
             raise auditor.refuse(
                 erased,
@@ -450,7 +451,7 @@ def decide_referral(
 
 def _opened_keys(session: Session, keyring: DataKeyring, child_ids: set[uuid.UUID]) -> dict[uuid.UUID, OpenedKey]:
     """Return the data keys of children whose referrals hold notes; an erased child's notes stay unread."""
-    wrapped = repository.get_wrapped_data_keys(session, child_ids=child_ids)
+    wrapped = identity_repository.get_wrapped_data_keys(session, child_ids=child_ids)
     return {child_id: OpenedKey(keyring.unwrap(key)) for child_id, key in wrapped.items() if key is not None}
 
 
